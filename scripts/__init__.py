@@ -1,0 +1,1 @@
+"""Command-line entry points: each verb parses arguments and calls one library function."""

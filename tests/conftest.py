@@ -1,0 +1,26 @@
+"""Shared fixtures: where ../shared lives, and skipping cleanly when it is absent."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SHARED = pathlib.Path(os.environ.get("VLA_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> pathlib.Path:
+    """The reference data folder (../shared); tests using it skip with a reason where it is absent."""
+    if not SHARED.is_dir():
+        pytest.skip(f"reference data folder {SHARED} is absent (set VLA_SHARED to its path)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared_dir: pathlib.Path) -> pathlib.Path:
+    path = shared_dir / "reference" / "openvla-tiny"
+    if not path.is_dir():
+        pytest.skip(f"{path} is absent")
+    return path
