@@ -23,6 +23,7 @@ Standardized schema (what `vla.data` reads without a registry entry):
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import pathlib
@@ -240,11 +241,44 @@ def write_rlds(
     overwrite: bool = False,
 ) -> pathlib.Path:
     """Write `episodes` as an RLDS dataset `<root>/<name>/<version>/`, atomically; return that path."""
+    if image_encoding not in IMAGE_ENCODINGS:
+        raise EpisodeError(f"image_encoding {image_encoding!r} is not one of {IMAGE_ENCODINGS}")
+    iterator = iter(enumerate(episodes))
+    first_item = next(iterator, None)
+    if first_item is None:
+        raise EpisodeError(f"no episodes given for dataset {name!r}; nothing was written")
+    first = _schema_of(first_item[1], _where(0, first_item[1]))
+    features = first.features(image_encoding)
+
+    def examples():
+        for index, ep in itertools.chain([first_item], iterator):
+            where = _where(index, ep)
+            _check_same(_schema_of(ep, where), first, where)
+            yield _example(ep, index, name, image_encoding), len(ep)
+
+    return write_examples(root, name, features, examples(), version=version, description=description,
+                          overwrite=overwrite)
+
+
+def _where(index: int, ep: Any) -> str:
+    path = ep.metadata.get("file_path") if isinstance(ep, Episode) and isinstance(ep.metadata, dict) else None
+    return f"episode {index}" + (f" ({path})" if path else "")
+
+
+def write_examples(
+    root: str | os.PathLike,
+    name: str,
+    features,
+    examples: Iterable[tuple[dict, int]],
+    *,
+    version: str = "1.0.0",
+    description: str = "",
+    overwrite: bool = False,
+) -> pathlib.Path:
+    """Write (example, steps) pairs of any tfds `features` as `<root>/<name>/<version>/`, atomically."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    if image_encoding not in IMAGE_ENCODINGS:
-        raise EpisodeError(f"image_encoding {image_encoding!r} is not one of {IMAGE_ENCODINGS}")
     if not name or not name.replace("_", "a").isalnum() or not name[0].isalpha() or name != name.lower():
         raise EpisodeError(f"dataset name {name!r} must be lower-case letters, digits and '_' starting with "
                            "a letter (tfds derives file names from it)")
@@ -259,20 +293,12 @@ def write_rlds(
     tmp = dataset_dir / f".incomplete-{version}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        first: _Schema | None = None
-        features = None
         shard_lengths: list[int] = []
         shard_bytes: list[int] = []
         total_steps = 0
         writer = None
-        for index, ep in enumerate(episodes):
-            where = f"episode {index}" + (f" ({ep.metadata['file_path']})"
-                                          if isinstance(ep, Episode) and "file_path" in ep.metadata else "")
-            schema = _schema_of(ep, where)
-            if first is None:
-                first, features = schema, schema.features(image_encoding)
-            _check_same(schema, first, where)
-            record = features.serialize_example(features.encode_example(_example(ep, index, name, image_encoding)))
+        for example, steps in examples:
+            record = features.serialize_example(features.encode_example(example))
             if writer is None or shard_bytes[-1] >= SHARD_MAX_BYTES:
                 if writer is not None:
                     writer.close()
@@ -282,11 +308,10 @@ def write_rlds(
             writer.write(record)
             shard_lengths[-1] += 1
             shard_bytes[-1] += len(record)
-            total_steps += len(ep)
-        if writer is not None:
-            writer.close()
-        if first is None:
+            total_steps += steps
+        if writer is None:
             raise EpisodeError(f"no episodes given for dataset {name!r}; nothing was written")
+        writer.close()
         for i in range(len(shard_lengths)):
             (tmp / f"shard-{i:05d}.part").rename(
                 tmp / f"{name}-{SPLIT}.tfrecord-{i:05d}-of-{len(shard_lengths):05d}")
