@@ -43,14 +43,28 @@ def le_bytes(value: int, size: int) -> list[int]:
     return list(to_unsigned(value, size).to_bytes(size, "little"))
 
 
+class _Port(sdk.PortHandler):
+    """The SDK's port with a configurable margin on its packet timeout (~34 ms by default)."""
+
+    def __init__(self, port_name: str, margin_ms: float):
+        super().__init__(port_name)
+        self.margin_ms = margin_ms
+
+    def setPacketTimeout(self, packet_length):  # noqa: N802 (SDK name)
+        super().setPacketTimeout(packet_length)
+        self.packet_timeout += self.margin_ms
+
+
 class DynamixelBus:
     """One serial port with Protocol 2.0 servos behind it."""
 
-    def __init__(self, port: str, baud: int = 1_000_000):
+    def __init__(self, port: str, baud: int = 1_000_000, timeout_margin_ms: float = 0.0):
         if baud not in SUPPORTED_BAUDS:
             raise PortError(f"baud {baud} is not one the Dynamixel SDK can set; use one of {SUPPORTED_BAUDS}")
+        if timeout_margin_ms < 0:
+            raise PortError(f"timeout_margin_ms must be >= 0, got {timeout_margin_ms}")
         self.port_name, self.baud = port, baud
-        self._port = sdk.PortHandler(port)
+        self._port = _Port(port, timeout_margin_ms)
         self._packet = sdk.PacketHandler(PROTOCOL_VERSION)
         self.alerts: set[int] = set()  # ids whose last status packet carried the hardware alert bit
         try:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from emulated_widowx import TEST_MARGIN_MS
+
 from hardware.dynamixel.bus import DynamixelBus
 from hardware.dynamixel.tables import MODELS, XL430_W250, XM430_W350
 from hardware.errors import CommunicationError, PortError, ServoMissingError
@@ -10,7 +12,7 @@ from hardware.errors import CommunicationError, PortError, ServoMissingError
 
 @pytest.fixture
 def bus(emulator):
-    b = DynamixelBus(emulator.port, 1_000_000)
+    b = DynamixelBus(emulator.port, 1_000_000, timeout_margin_ms=TEST_MARGIN_MS)
     yield b
     b.close()
 
