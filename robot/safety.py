@@ -92,8 +92,9 @@ def check_action(action: object, dim: int = ACTION_DIM) -> np.ndarray:
 class SafetyFilter:
     """Callable `(action, state) -> (safe_action, SafetyReport)`; counts clamps per limit in `.counts`."""
 
-    def __init__(self, limits: SafetyLimits) -> None:
+    def __init__(self, limits: SafetyLimits, log_level: int = logging.WARNING) -> None:
         self.limits = limits
+        self.log_level = log_level  # a sim that reports clamps in StepResult.info logs them at DEBUG
         self.counts: collections.Counter[str] = collections.Counter()
 
     def __call__(self, action: object, state: np.ndarray) -> tuple[np.ndarray, SafetyReport]:
@@ -127,5 +128,5 @@ class SafetyFilter:
         for c in clamps:
             self.counts[c.limit] += 1
         if clamps:
-            log.warning("safety filter clamped the action: %s", report)
+            log.log(self.log_level, "safety filter clamped the action: %s", report)
         return out, report

@@ -53,6 +53,7 @@ class SceneOptions:
     camera_shift: CameraShift | None = None  # viewpoint perturbation of the third-person camera
     table_texture: str | None = None  # procedural table texture name (None: the plain table)
     distractors: int = 0  # extra objects on the table
+    render_images: bool = True  # False: observations carry no images (throughput, privileged experts)
 
     def __post_init__(self) -> None:
         if not 16 <= self.image_size <= 1024:
