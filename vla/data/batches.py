@@ -23,11 +23,18 @@ from vla.data.errors import DataError
 from vla.data.registry import REGISTRY_PATH, MIXTURES_PATH, load_mixtures, load_registry, resolve_mixture
 from vla.data.rlds import DatasetSource, decode_image, iter_episodes, open_dataset
 from vla.data.standardize import StdEpisode
-from vla.data.statistics import normalize, source_statistics
+from vla.data.statistics import source_statistics
+from vla.model.normalization import normalize_actions
 
 logger = logging.getLogger(__name__)
 
 MODEL_IMAGE_SIZE = 224  # the fused DINOv2/SigLIP backbone's input side
+MODEL_KEYS = ("pixel_values", "input_ids", "attention_mask", "labels")  # what `model(...)` takes
+
+
+def model_inputs(batch: dict) -> dict:
+    """The part of a batch that `model(**model_inputs(batch))` takes."""
+    return {k: batch[k] for k in MODEL_KEYS}
 
 
 class Processor(Protocol):
@@ -165,7 +172,7 @@ def _sample_arrays(ref: _FrameRef, cfg: BatchConfig, stats: dict, name: str, see
     idx = np.arange(t, t + s.action_chunk)
     valid = idx < len(ep)
     chunk = np.zeros((s.action_chunk, ep.action.shape[1]), np.float32)
-    chunk[valid] = normalize(ep.action[idx[valid]], stats, where=f"{name} episode {ep.episode_id}")
+    chunk[valid] = normalize_actions(ep.action[idx[valid]], stats["action"])  # q01/q99 -> [-1, 1], clipped
     return {
         "images": images,
         "history_mask": np.array([t - k >= 0 for k in range(s.history - 1, -1, -1)]),

@@ -23,7 +23,6 @@ logger = logging.getLogger(__name__)
 
 STATS_FORMAT = 1  # bump when the computation changes, to invalidate every cache
 QUANTILES = (0.01, 0.99)
-NORM_EPS = 1e-8  # keeps a constant dimension (q01 == q99) finite
 
 
 def _summary(x: np.ndarray) -> dict[str, list[float]]:
@@ -91,26 +90,3 @@ def source_statistics(source: DatasetSource, split: str = "train", *, use_cache:
         logger.warning("statistics of %s not cached: cannot write %s (%s); they will be recomputed next time",
                        source.name, path, e)
     return stats
-
-
-def check_stats(stats: dict[str, Any], where: str) -> None:
-    """Raise StatisticsError unless `stats` has the action fields normalization needs."""
-    action = stats.get("action") if isinstance(stats, dict) else None
-    missing = [k for k in ("q01", "q99", "mask") if not isinstance(action, dict) or k not in action]
-    if missing:
-        raise StatisticsError(f"{where}: statistics lack action {missing}; recompute them with `vla data stats`")
-    if not len(action["q01"]) == len(action["q99"]) == len(action["mask"]):
-        raise StatisticsError(f"{where}: action q01/q99/mask lengths differ; recompute with `vla data stats`")
-
-
-def normalize(actions: np.ndarray, stats: dict[str, Any], where: str = "actions") -> np.ndarray:
-    """Map q01..q99 to [-1, 1] and clip (OpenVLA's recipe) on masked dims; others pass through."""
-    check_stats(stats, where)
-    q01, q99 = np.asarray(stats["action"]["q01"], np.float32), np.asarray(stats["action"]["q99"], np.float32)
-    mask = np.asarray(stats["action"]["mask"], bool)
-    a = np.asarray(actions, np.float32)
-    if a.shape[-1] != q01.shape[0]:
-        raise StatisticsError(f"{where}: action dims {a.shape[-1]} != statistics dims {q01.shape[0]}; "
-                              "rerun `vla data stats` for this dataset")
-    scaled = np.clip(2 * (a - q01) / (q99 - q01 + NORM_EPS) - 1, -1, 1)
-    return np.where(mask, scaled, a).astype(np.float32)

@@ -93,3 +93,21 @@ def test_bad_requests(data_dir, tmp_path):
                                  mixtures_path=mixtures))
     with pytest.raises(DataError, match=">= 1"):
         make_batch_iterator(BatchConfig("toto", data_dir, batch_size=0))
+
+
+def test_batches_feed_the_tiny_model(data_dir):
+    import torch
+
+    import vla
+    from vla.data.batches import model_inputs
+
+    model = vla.OpenVLA.from_preset("tiny")
+    cfg = BatchConfig("toto", data_dir, batch_size=3, sampling=Sampling(action_chunk=2))
+    batch = next(make_batch_iterator(cfg, model.processor))
+    assert batch["pixel_values"].shape == (3, 6, 224, 224)
+    labels = batch["labels"]
+    assert ((labels != -100).sum(1) == 2 * 7 + 1).all()  # a chunk of 2 x 7 action tokens + EOS supervised
+    model.train()
+    out = model(**model_inputs(batch))
+    assert torch.isfinite(out.loss)
+    out.loss.backward()

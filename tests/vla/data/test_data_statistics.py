@@ -5,12 +5,10 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 
-from vla.data.errors import StatisticsError
 from vla.data.registry import load_registry, parse_entry, Registry
 from vla.data.rlds_writer import Episode, write_rlds
-from vla.data.statistics import cache_path, compute_statistics, normalize
+from vla.data.statistics import cache_path, compute_statistics
 from vla.data.rlds import open_dataset
 
 
@@ -62,13 +60,3 @@ def test_editing_the_entry_changes_the_cache_key(tmp_path, shared_dir):
                                       "bridge_dataset": parse_entry("bridge_dataset", {**table, "control_hz": 10})})
     b = cache_path(open_dataset("bridge_dataset", tmp_path, edited), "train")
     assert a != b
-
-
-def test_normalize_maps_quantiles_and_keeps_masked_dims():
-    stats = {"action": {"q01": [0.0, -2.0, 0.0], "q99": [1.0, 2.0, 1.0], "mask": [True, True, False]}}
-    out = normalize(np.array([[0.5, 2.0, 0.7], [5.0, -2.0, 1.0]]), stats)
-    np.testing.assert_allclose(out, [[0.0, 1.0, 0.7], [1.0, -1.0, 1.0]], atol=1e-6)
-    with pytest.raises(StatisticsError, match="action dims 2 != statistics dims 3"):
-        normalize(np.zeros((1, 2)), stats)
-    with pytest.raises(StatisticsError, match="lack action"):
-        normalize(np.zeros((1, 3)), {"action": {"q01": [0, 0, 0]}})
