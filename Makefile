@@ -3,14 +3,16 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# franky-sim (the Franka simulator the hardware tests start) needs numpy>=2.2: its own venv.
+FRANKY_SIM := .venv-franky-sim/bin/franky-sim
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup system-deps clean
+.PHONY: demo test setup system-deps clean franky-sim
 
 demo: $(STAMP)
 	$(VENV)/bin/vla demo
 
-test: $(STAMP)
+test: $(STAMP) $(FRANKY_SIM)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 setup: $(STAMP)
@@ -25,8 +27,14 @@ $(STAMP): pyproject.toml constraints.txt .ci/system-deps.sh
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[all]"
 	touch $(STAMP)
 
+franky-sim: $(FRANKY_SIM)
+
+# Not fatal: without it only the Franka driver tests skip, saying how to build it.
+$(FRANKY_SIM): hardware/franka/sim-requirements.txt
+	-$(PYTHON) -m venv .venv-franky-sim && .venv-franky-sim/bin/pip install --quiet -r hardware/franka/sim-requirements.txt && touch $(FRANKY_SIM)
+
 system-deps:
 	bash .ci/system-deps.sh
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) .venv-franky-sim demo-out .pytest_cache
