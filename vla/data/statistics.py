@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import pathlib
 from typing import Any
 
@@ -82,11 +83,20 @@ def source_statistics(source: DatasetSource, split: str = "train", *, use_cache:
         logger.info("statistics of %s from cache %s", source.name, path)
         return json.loads(path.read_text())
     stats = statistics_of(source, split)
+    if not _writable(path.parent):
+        logger.warning("statistics of %s not cached: %s is read-only; they will be recomputed next time",
+                       source.name, path.parent)
+        return stats
     try:
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(stats, indent=1))
         tmp.rename(path)
-    except OSError as e:  # a read-only copy of the data (e.g. ../shared) cannot hold a cache
+    except OSError as e:
         logger.warning("statistics of %s not cached: cannot write %s (%s); they will be recomputed next time",
                        source.name, path, e)
     return stats
+
+
+def _writable(folder: pathlib.Path) -> bool:
+    """False for folders marked read-only, even for root (who may write anyway): shared data stays untouched."""
+    return bool(folder.stat().st_mode & 0o222) and os.access(folder, os.W_OK)

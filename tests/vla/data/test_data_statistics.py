@@ -22,6 +22,8 @@ def test_real_bridge_statistics_agree_with_independent_numpy(shared_dir):
     for key in ("mean", "q01", "q99"):
         np.testing.assert_allclose(stats["proprio"][key], ref["proprio"][key], rtol=1e-5, atol=1e-7, err_msg=key)
     assert stats["action"]["mask"] == [True] * 6 + [False]
+    assert not list((shared_dir / "real" / "bridge_dataset" / "1.0.0").glob("vla_statistics*")), \
+        "read-only shared data must not receive a cache file"
 
 
 def _native_dataset(tmp_path, n=3, steps=20):

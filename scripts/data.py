@@ -1,0 +1,74 @@
+"""`vla data stats|inspect|convert`: RLDS datasets from the command line."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import sys
+from typing import Literal
+
+import tyro
+
+from vla.data.errors import DataError
+
+
+@dataclasses.dataclass(frozen=True)
+class Stats:
+    """Print (and optionally write) a dataset's statistics JSON in the checkpoint norm_stats format."""
+
+    name: tyro.conf.Positional[str]  # dataset name (registry entry or a converted set)
+    data_dir: pathlib.Path  # folder holding <name>/<version>/dataset_info.json
+    out: pathlib.Path | None = None  # also write the JSON here
+
+    def run(self) -> None:
+        from vla.data.inspect import statistics_json
+
+        print(statistics_json(self.name, self.data_dir, self.out))
+
+
+@dataclasses.dataclass(frozen=True)
+class Inspect:
+    """Print the schema and episode count; write a contact sheet PNG of standardized frames."""
+
+    name: tyro.conf.Positional[str]  # dataset name
+    data_dir: pathlib.Path  # folder holding <name>/<version>/
+    out: pathlib.Path | None = None  # contact sheet path (default: ./<name>_contact_sheet.png)
+    frames: int = 6  # frames on the sheet
+
+    def run(self) -> None:
+        from vla.data.inspect import inspect_dataset
+
+        print(inspect_dataset(self.name, self.data_dir, self.out, self.frames))
+
+
+@dataclasses.dataclass(frozen=True)
+class Convert:
+    """Convert a demo set (folder | robomimic | lerobot) into RLDS shards under OUT/NAME/<version>/."""
+
+    src: tyro.conf.Positional[pathlib.Path]  # demo folder, robomimic .hdf5, or LeRobot root
+    out: tyro.conf.Positional[pathlib.Path]  # output data_dir
+    format: Literal["folder", "robomimic", "lerobot"]  # source format
+    name: str | None = None  # dataset name (default: the source's name)
+    episodes: str | None = None  # comma-separated episode indices, e.g. 0,3,7 (default: all)
+    instruction: str | None = None  # instruction where the source has none
+    drop_camera: tuple[str, ...] = ()  # LeRobot camera keys to leave out (e.g. one whose videos are missing)
+    image_size: tuple[int, int] | None = None  # resize frames to HEIGHT WIDTH (default: keep)
+
+    def run(self) -> None:
+        from vla.data.convert import convert, parse_episodes
+
+        path = convert(self.src, self.out, self.format, name=self.name, episodes=parse_episodes(self.episodes),
+                       instruction=self.instruction, drop_cameras=self.drop_camera, image_size=self.image_size)
+        print(f"wrote {path}")
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cmd = tyro.extras.subcommand_cli_from_dict({"stats": Stats, "inspect": Inspect, "convert": Convert},
+                                               args=argv, prog="vla data")
+    try:
+        cmd.run()
+    except DataError as e:
+        print(f"vla data: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
