@@ -187,3 +187,27 @@ def open_cameras(configs: tuple[CameraConfig, ...]) -> dict[str, OpenCVCamera | 
             cam.close()
         raise
     return opened
+
+
+def parse_camera(text: str) -> CameraConfig:
+    """A camera from `ROLE=SOURCE[@WIDTHxHEIGHT]`; SOURCE is 0, /dev/videoN, a video file, or realsense[:SERIAL].
+
+    The camera is named after its role (`primary`, `secondary`, `wrist`).
+    """
+    role, sep, rest = text.partition("=")
+    if not sep or not role or not rest:
+        raise CameraError(f"camera {text!r} must look like ROLE=SOURCE[@WIDTHxHEIGHT], e.g. primary=0@640x480, "
+                          "wrist=/dev/video2 or primary=realsense:123456789012")
+    source, _, size = rest.partition("@")
+    sizes = {}
+    if size:
+        width, x, height = size.partition("x")
+        if not (x and width.isdigit() and height.isdigit()):
+            raise CameraError(f"camera {text!r}: size {size!r} must be WIDTHxHEIGHT, e.g. 640x480")
+        sizes = {"width": int(width), "height": int(height)}
+    try:
+        if source == "realsense" or source.startswith("realsense:"):
+            return RealSenseCameraConfig(name=role, serial=source.partition(":")[2], role=role, **sizes)
+        return OpenCVCameraConfig(name=role, source=source, role=role, **sizes)
+    except ValueError as e:  # robot.types.SpecError (a bad role) surfaces when the spec is built
+        raise CameraError(f"camera {text!r}: {e}") from e

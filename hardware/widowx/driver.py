@@ -18,7 +18,9 @@ import numpy as np
 from hardware.cameras import open_cameras
 from hardware.dynamixel.bus import DynamixelBus
 from hardware.dynamixel.tables import MODELS, HardwareErrorBit, ServoModel
-from hardware.errors import JointLimitError, ServoFaultError, ServoMissingError, ServoModelError
+from hardware.errors import (
+    JointLimitError, RobotMotionError, ServoFaultError, ServoMissingError, ServoModelError,
+)
 from hardware.widowx import kinematics
 from hardware.widowx.config import ARM_JOINTS, GRIPPER_JOINT, WidowXConfig, count_to_rad, rad_to_count
 from robot.safety import check_action
@@ -83,6 +85,7 @@ class WidowX:
         self._masters = [self._ids[j] for j in ARM_JOINTS]
         self._target: np.ndarray | None = None  # commanded end-effector pose (4x4)
         self._gripper_open: bool | None = None
+        self._holds = 0  # hold() calls so far: a blocking move aborts when this changes
         self._cameras = {}
         try:
             self._verify_chain()
@@ -231,15 +234,18 @@ class WidowX:
         timeout_s = self.config.move_timeout_s if timeout_s is None else timeout_s
         with self._lock:
             self._send_joints(q)
+            self._holds_at_start = self._holds
         deadline = time.monotonic() + timeout_s
         while True:
+            if self._holds != self._holds_at_start:
+                raise RobotMotionError("the move was interrupted by hold() (e-stop or watchdog); the arm holds")
             state = self._checked_state()
             error = np.abs(state.q - q)
             if np.all(error < self.config.reach_tolerance_rad):
                 return state
             if time.monotonic() > deadline:
                 worst = ARM_JOINTS[int(np.argmax(error))]
-                raise JointLimitError(f"arm did not reach its goal within {timeout_s} s ({worst} is "
+                raise RobotMotionError(f"arm did not reach its goal within {timeout_s} s ({worst} is "
                                       f"{np.degrees(error.max()):.1f} deg away); is something blocking it?")
             time.sleep(POLL_S)
 
@@ -250,6 +256,7 @@ class WidowX:
             self._bus.sync_write(self._models[self._masters[0]].register("goal_position"),
                                  {self._ids[j]: rad_to_count(a) for j, a in zip(ARM_JOINTS, state.q)})
             self._target = kinematics.forward(state.q)
+            self._holds += 1
         log.info("holding at %s", np.round(state.q, 3).tolist())
 
     # -- robot.Robot ---------------------------------------------------------------------------

@@ -317,7 +317,7 @@ class EmulatedBus:
 
 
 # -- the child process ---------------------------------------------------------------------------
-TICK_SECONDS = 0.002
+MAX_TICK_SECONDS = 0.05  # wake at least this often so fights and motion integrate in small steps
 
 
 def _serve(conn, specs: list[ServoSpec]) -> None:  # runs in the child process
@@ -327,7 +327,8 @@ def _serve(conn, specs: list[ServoSpec]) -> None:  # runs in the child process
     conn.send(os.ttyname(slave))
     last = time.monotonic()
     while True:
-        ready, _, _ = select.select([master, conn], [], [], TICK_SECONDS)
+        # motion is a function of elapsed time, so the servos advance when someone looks (no busy ticking)
+        ready, _, _ = select.select([master, conn], [], [], MAX_TICK_SECONDS)
         now = time.monotonic()
         bus.advance(now - last)
         last = now

@@ -1,0 +1,175 @@
+"""The real-robot runner on the emulated WidowX with a real PolicyServer on loopback:
+a full episode recorded as RLDS, the watchdog when the server dies or hangs, key and Ctrl-C e-stops."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from emulated_widowx import TEST_MARGIN_MS
+
+from hardware.cameras import OpenCVCameraConfig
+from hardware.runner import ESTOP, WATCHDOG, RunOptions, run, run_on_robot
+from hardware.widowx.config import WidowXConfig
+
+server_mod = pytest.importorskip("serving.server")
+policies = pytest.importorskip("serving.policies")
+client_mod = pytest.importorskip("serving.client")
+cv2 = pytest.importorskip("cv2")
+
+H, W = 32, 40
+HZ = 10.0  # faster than Bridge's 5 Hz to keep the tests short
+
+
+class StepPolicy(policies.NoopPolicy):
+    """+5 mm in x each step, gripper open; hangs (as a wedged model would) after `hang_after` calls."""
+
+    def __init__(self, hang_after: int | None = None):
+        super().__init__(7)
+        self.calls, self.hang_after = 0, hang_after
+
+    def act_batch(self, requests):
+        self.calls += len(requests)
+        if self.hang_after is not None and self.calls > self.hang_after:
+            time.sleep(1.0)  # longer than the client waits (0.5 s)
+        return [{"action": np.array([0.005, 0, 0, 0, 0, 0, 1.0], np.float32)} for _ in requests]
+
+
+@pytest.fixture
+def video(tmp_path):
+    path = tmp_path / "cam.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (W, H))
+    for i in range(8):
+        writer.write(np.full((H, W, 3), 30 * i, np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def config(emulator, video):
+    camera = OpenCVCameraConfig("primary", str(video), role="primary", width=W, height=H, loop=True)
+    return WidowXConfig(port=emulator.port, timeout_margin_ms=TEST_MARGIN_MS, control_hz=HZ, cameras=(camera,))
+
+
+def serve(policy):
+    server = server_mod.PolicyServer(policy, host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server, thread
+
+
+@pytest.mark.slow  # tensorflow import and RLDS write/read: ~30-50 s on a loaded 2-core machine
+def test_episode_runs_at_rate_and_is_recorded_as_rlds(config, emulator, tmp_path):
+    server, thread = serve(StepPolicy())
+    try:
+        options = RunOptions("push the block", max_steps=6, record_dir=tmp_path / "rlds", park_at_end=True)
+        report = run(config, server.address, options, key_stream=open(os.devnull, "rb"))
+    finally:
+        server.close()
+        thread.join(timeout=5)
+    assert report.reason == "max_steps" and report.steps == 6 and not report.watchdog_fired
+    assert report.loop_period_ms_p50 == pytest.approx(1e3 / HZ, rel=0.3)
+    assert emulator.get(1, "torque_enable") == 0  # parked and resting at the end
+    from vla.data import load_frames
+
+    name = report.dataset.parent.name
+    frames = list(load_frames(name, report.dataset.parents[1]))
+    assert len(frames) == 6
+    assert frames[0]["images"]["primary"].shape == (H, W, 3)
+    np.testing.assert_allclose(frames[0]["action"], [0.005, 0, 0, 0, 0, 0, 1.0], atol=1e-6)
+    assert frames[0]["instruction"] == "push the block"
+    xs = [f["state"][0] for f in frames]
+    assert xs[-1] > xs[0] + 0.01  # the fingertip moved forward step by step
+
+
+def _run_connected(config, policy_server, options, key_stream=None):
+    robot = config.make()
+    client = client_mod.PolicyClient(policy_server.address, timeout_s=0.5)
+    client.metadata()  # connected before the first timed step, as `run` does
+    try:
+        return robot, run_on_robot(robot, client, options, key_stream or open(os.devnull, "rb"))
+    finally:
+        client.close()
+
+
+def _holding(emulator) -> bool:
+    time.sleep(0.2)
+    return all(abs(emulator.get(i, "goal_position") - emulator.get(i, "present_position")) <= 2 for i in (1, 2, 4, 7))
+
+
+def _after_steps(policy, n, fn, *args):
+    def wait_then_call():
+        while policy.calls < n:
+            time.sleep(0.005)
+        fn(*args)
+
+    threading.Thread(target=wait_then_call, daemon=True).start()
+
+
+def test_watchdog_holds_and_stops_when_the_server_is_killed(config, emulator):
+    policy = StepPolicy()
+    server, thread = serve(policy)
+    _after_steps(policy, 3, server.close)
+    robot, report = _run_connected(config, server, RunOptions("push", max_steps=200, park_at_end=False))
+    thread.join(timeout=5)
+    try:
+        assert report.reason == WATCHDOG and report.watchdog_fired
+        assert 2 <= report.steps <= 4
+        assert _holding(emulator)
+    finally:
+        robot.close()
+
+
+def test_watchdog_fires_on_a_hung_policy(config, emulator):
+    server, thread = serve(StepPolicy(hang_after=3))
+    try:
+        robot, report = _run_connected(config, server, RunOptions("push", max_steps=50, park_at_end=False))
+    finally:
+        server.close()
+        thread.join(timeout=5)
+    try:
+        assert report.reason == WATCHDOG and report.steps == 3
+        assert _holding(emulator)
+    finally:
+        robot.close()
+
+
+def test_key_press_estop_holds_and_sends_nothing_more(config, emulator):
+    policy = StepPolicy()
+    server, thread = serve(policy)
+    read_fd, write_fd = os.pipe()
+    _after_steps(policy, 3, os.write, write_fd, b"e")
+    try:
+        robot, report = _run_connected(config, server, RunOptions("push", max_steps=200), os.fdopen(read_fd, "rb"))
+    finally:
+        server.close()
+        thread.join(timeout=5)
+        os.close(write_fd)
+    try:
+        assert report.reason == ESTOP and report.estopped and "key" in report.error
+        writes = len(emulator.log())
+        time.sleep(0.3)
+        assert len(emulator.log()) == writes  # nothing more went to the bus
+        assert _holding(emulator) and emulator.get(1, "torque_enable") == 1  # held, not dropped
+    finally:
+        robot.close()
+
+
+def test_ctrl_c_estop_leaves_the_arm_holding(config, emulator):
+    policy = StepPolicy()
+    server, thread = serve(policy)
+    _after_steps(policy, 3, os.kill, os.getpid(), signal.SIGINT)
+    try:
+        robot, report = _run_connected(config, server, RunOptions("push", max_steps=200))
+    finally:
+        server.close()
+        thread.join(timeout=5)
+    try:
+        assert report.reason == ESTOP and "Ctrl-C" in report.error
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+        assert _holding(emulator) and emulator.get(2, "torque_enable") == 1
+    finally:
+        robot.close()
