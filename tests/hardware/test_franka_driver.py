@@ -55,6 +55,17 @@ def sim_host(tmp_path_factory):
         proc.wait()
 
 
+def test_check_reads_seven_joints_without_moving(sim_host):
+    # first in the file: franky-sim serves one client at a time and `arm` below keeps its connection
+    from hardware.cli import robot_check
+
+    code, table = robot_check("franka", host=sim_host, realtime="ignore")
+    joints = [line for line in table.splitlines() if line.startswith("joint ")]
+    assert code == 0 and len(joints) == 7, table
+    assert all(len(line.split()[2].split(".")[1]) >= 3 for line in joints)  # radians, >= 3 decimals
+    assert "robot mode: Idle" in table
+
+
 @pytest.fixture(scope="module")
 def arm(sim_host):
     robot = FrankaConfig(host=sim_host, realtime=Realtime.IGNORE, relative_dynamics_factor=0.5).make()
