@@ -194,6 +194,7 @@ def iter_episodes(source: DatasetSource, split: str = "train", *, shuffle_files:
     if repeat:
         ds = ds.repeat()
     ds = ds.prefetch(2)
+    op_error = tf.errors.OpError  # bound now: a generator closed at interpreter exit finds modules torn down
     try:
         for i, raw in enumerate(tfds.as_numpy(ds)):
             meta = raw.get("episode_metadata", {})
@@ -202,7 +203,7 @@ def iter_episodes(source: DatasetSource, split: str = "train", *, shuffle_files:
             if "episode_id" in meta and source.standardized:
                 ident = str(int(meta["episode_id"]))
             yield standardize(source.entry, _flatten(raw["steps"]), ident)
-    except tf.errors.OpError as e:
+    except op_error as e:
         bad = _find_bad_shard(source, split)
         raise ShardError(f"cannot parse shard {bad or 'of ' + str(source.path)} of dataset {source.name!r} "
                          f"({type(e).__name__}: {e.message.splitlines()[0] if e.message else e}); re-copy or "
