@@ -1,0 +1,147 @@
+"""The fine-tuning run as typed, frozen dataclasses; the `vla finetune` flags are generated from them.
+
+Defaults follow OpenVLA's LoRA fine-tuning recipe (vla-scripts/finetune.py): rank 32 on all linear
+layers, AdamW at 5e-4, gradient clipping at 1.0, seed 7.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Literal
+
+from vla.train.errors import TrainConfigError
+
+MODES = ("lora", "qlora", "full")
+SCHEDULES = ("constant", "cosine", "linear")
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraSettings:
+    """LoRA adapter shape (modes lora and qlora)."""
+
+    rank: int = 32  # OpenVLA's fine-tuning default
+    alpha: float | None = None  # None: min(rank, 16), as vla.add_lora and OpenVLA choose
+    dropout: float = 0.0
+    target_modules: str = "all-linear"  # "all-linear" or comma-separated module names (q_proj,v_proj)
+
+    def targets(self) -> str | list[str]:
+        """The target_modules argument for `vla.add_lora`."""
+        if self.target_modules == "all-linear":
+            return "all-linear"
+        return [t.strip() for t in self.target_modules.split(",") if t.strip()]
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimSettings:
+    """AdamW, a warmup then a schedule, and gradient clipping."""
+
+    lr: float = 5e-4  # OpenVLA's LoRA learning rate; full fine-tuning usually wants ~2e-5
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0  # linear ramp from 0 to lr over these optimizer steps
+    schedule: Literal["constant", "cosine", "linear"] = "constant"  # after warmup, towards 0 at max_steps
+    max_grad_norm: float = 1.0  # clip the global gradient norm; 0 disables clipping
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run: base model, data, mode, optimization, checkpoints and logs."""
+
+    base: str  # an OpenVLA checkpoint folder, or a preset name (random init) such as `tiny`
+    out: pathlib.Path  # output folder: the fine-tuned checkpoint, checkpoints/ and logs/
+    data_dir: pathlib.Path  # folder holding <dataset>/<version>/dataset_info.json
+    dataset: str | None = None  # one RLDS dataset (registry name or a standardized-schema set)
+    mixture: str | None = None  # a named mixture from datasets/mixtures.toml (instead of --dataset)
+    mode: Literal["lora", "qlora", "full"] = "lora"
+    max_steps: int = 1000  # optimizer steps
+    batch_size: int = 16  # samples per optimizer step, summed over processes and accumulation
+    grad_accum: int = 1  # micro-batches per optimizer step (micro batch = batch_size / (grad_accum * nproc))
+    lora: LoraSettings = LoraSettings()
+    optim: OptimSettings = OptimSettings()
+    freeze_vision: bool = False  # keep the vision backbone's weights (and its LoRA layers) fixed
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPUs that support it
+    seed: int = 7
+    image_role: str = "primary"  # which camera of the dataset the model sees
+    split: str = "train"
+    heldout_fraction: float = 0.1  # share of episodes kept out of training for held-out metrics (0: none)
+    eval_every: int = 100  # held-out accuracy/L1 every N steps (and at the end)
+    eval_samples: int = 64  # held-out frames per evaluation
+    log_every: int = 10  # tensorboard scalars every N steps
+    checkpoint_every: int = 500  # atomic training checkpoint every N steps (and at the end)
+    keep_checkpoints: int = 1  # complete checkpoints kept on disk (older ones are deleted)
+    merge: bool = False  # merge LoRA into the weights; otherwise write adapter files + base reference
+    resume: bool = False  # continue from the last complete checkpoint in --out
+    overwrite: bool = False  # delete an existing --out first
+    stop_at_step: int | None = None  # end this session early at this step (checkpointed); --resume continues
+    allow_new_action_dim: bool = False  # accept a dataset whose action size differs from the base's statistics
+    device: str = "auto"  # auto: cuda if available, else cpu
+    progress: bool = True  # show a progress bar on rank 0
+    wandb_project: str | None = None  # also log to Weights & Biases (needs wandb installed)
+
+    def __post_init__(self) -> None:
+        if (self.dataset is None) == (self.mixture is None):
+            raise TrainConfigError("give exactly one of --dataset NAME or --mixture NAME "
+                                   f"(got dataset={self.dataset!r}, mixture={self.mixture!r})")
+        if self.mode not in MODES:
+            raise TrainConfigError(f"--mode {self.mode!r} is not one of {list(MODES)}")
+        if self.optim.schedule not in SCHEDULES:
+            raise TrainConfigError(f"--optim.schedule {self.optim.schedule!r} is not one of {list(SCHEDULES)}")
+        if self.precision not in PRECISIONS:
+            raise TrainConfigError(f"--precision {self.precision!r} is not one of {list(PRECISIONS)}")
+        positive = {"max_steps": self.max_steps, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "eval_every": self.eval_every, "eval_samples": self.eval_samples, "log_every": self.log_every,
+                    "checkpoint_every": self.checkpoint_every, "keep_checkpoints": self.keep_checkpoints,
+                    "lora.rank": self.lora.rank}
+        bad = {k: v for k, v in positive.items() if v < 1}
+        if bad:
+            raise TrainConfigError(f"these settings must be >= 1: {bad}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise TrainConfigError(f"--heldout-fraction {self.heldout_fraction} must be in [0, 1)")
+        if self.optim.warmup_steps < 0 or self.optim.warmup_steps > self.max_steps:
+            raise TrainConfigError(f"--optim.warmup-steps {self.optim.warmup_steps} must be in [0, max_steps="
+                                   f"{self.max_steps}]")
+        if self.optim.lr <= 0 or self.optim.max_grad_norm < 0 or not 0.0 <= self.lora.dropout < 1.0:
+            raise TrainConfigError(f"need lr > 0 (got {self.optim.lr}), max_grad_norm >= 0 (got "
+                                   f"{self.optim.max_grad_norm}) and 0 <= lora.dropout < 1 (got {self.lora.dropout})")
+        if self.resume and self.overwrite:
+            raise TrainConfigError("--resume continues the run in --out and --overwrite deletes it; pick one")
+        if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
+            raise TrainConfigError(f"--stop-at-step {self.stop_at_step} must be in [1, max_steps={self.max_steps}]")
+        if self.merge and self.mode == "full":
+            raise TrainConfigError("--merge applies to LoRA adapters; --mode full already writes plain weights")
+
+    @property
+    def datasets_arg(self) -> str:
+        """The dataset or mixture name as given."""
+        return self.dataset if self.dataset is not None else str(self.mixture)
+
+    def micro_batch(self, world_size: int) -> int:
+        """Samples per process per micro-step; the global batch must split evenly."""
+        parts = self.grad_accum * world_size
+        if self.batch_size % parts:
+            raise TrainConfigError(
+                f"--batch-size {self.batch_size} does not split into grad_accum {self.grad_accum} x "
+                f"{world_size} processes; use a multiple of {parts}")
+        return self.batch_size // parts
+
+    def fingerprint(self) -> dict:
+        """The settings a resumed run must share with the run it continues."""
+        keep = ("base", "dataset", "mixture", "mode", "max_steps", "batch_size", "grad_accum", "lora", "optim",
+                "freeze_vision", "precision", "seed", "image_role", "split", "heldout_fraction")
+        d = self.to_json()
+        return {k: d[k] for k in keep}
+
+    def to_json(self) -> dict:
+        """A JSON-able dict that `from_json` turns back into this config."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+    @classmethod
+    def from_json(cls, d: dict) -> "FinetuneConfig":
+        """Inverse of `to_json`."""
+        d = dict(d)
+        optim = dict(d.pop("optim"))
+        optim["betas"] = tuple(optim["betas"])
+        return cls(**{**d, "out": pathlib.Path(d["out"]), "data_dir": pathlib.Path(d["data_dir"]),
+                      "lora": LoraSettings(**d.pop("lora")), "optim": OptimSettings(**optim)})

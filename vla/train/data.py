@@ -1,0 +1,144 @@
+"""Training frames: episodes of one dataset or a mixture, a held-out episode split, and a
+deterministic, resumable sample order.
+
+The order is a pure function of (seed, step): step `s` takes global samples s*B .. s*B+B-1 of an
+endless stream of per-epoch permutations (or, for a weighted mixture, seeded weighted draws), and
+rank r of n takes its contiguous slice of them. So the "data position" of a run is its step number,
+a resumed run reads exactly what an uninterrupted one would, and n processes together read what one
+process reads with the same global batch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla.data.registry import load_mixtures, resolve_mixture
+from vla.data.rlds import decode_image, iter_episodes, open_dataset
+from vla.data.errors import StatisticsError
+from vla.data.statistics import source_statistics
+from vla.errors import StatisticsError as ModelStatisticsError
+from vla.model.normalization import ActionStats, normalize_actions
+from vla.train.errors import IncompatibleDataError, MissingStatisticsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Frames:
+    """Flat arrays over every frame of a set of episodes (images stay JPEG/PNG bytes until used)."""
+
+    images: np.ndarray  # object [N] of encoded bytes (one camera role)
+    instructions: np.ndarray  # object [N] of str
+    actions: np.ndarray  # float32 [N, A], normalized with their dataset's statistics
+    weights: np.ndarray  # float64 [N], sampling weight of each frame (its dataset's mixture weight)
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    def take(self, idx: np.ndarray) -> "Frames":
+        """The frames at `idx`, in that order."""
+        return Frames(self.images[idx], self.instructions[idx], self.actions[idx], self.weights[idx])
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+    """Training and held-out frames plus the statistics to store under each dataset's key."""
+
+    train: Frames
+    heldout: Frames | None
+    norm_stats: dict[str, Any]  # dataset key -> statistics in the model's norm_stats format
+    action_dim: int
+    episodes: dict[str, tuple[int, int]]  # dataset -> (training episodes, held-out episodes)
+
+
+def _frames(episodes: list, role: str, stats: dict, weight: float, name: str) -> Frames:
+    if any(role not in ep.images for ep in episodes):
+        roles = sorted(episodes[0].images)
+        raise IncompatibleDataError(f"dataset {name!r} has no {role!r} camera (it has {roles}); pass "
+                                    f"--image-role with one of them")
+    images = np.concatenate([ep.images[role] for ep in episodes])
+    instructions = np.concatenate([ep.instructions for ep in episodes])
+    try:  # q01..q99 -> [-1, 1], the 2% tails saturating, as OpenVLA trains
+        actions = normalize_actions(np.concatenate([ep.action for ep in episodes]), stats["action"]).astype(np.float32)
+    except ModelStatisticsError as e:
+        raise MissingStatisticsError(f"statistics of dataset {name!r} do not fit its actions: {e}") from e
+    return Frames(images, instructions, actions, np.full(len(actions), weight))
+
+
+def _concat(parts: list[Frames]) -> Frames:
+    return Frames(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Frames)))
+
+
+def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: str, role: str,
+                    heldout_fraction: float, seed: int) -> TrainData:
+    """Read every episode of the dataset (or each mixture member), split off held-out episodes."""
+    mixture = resolve_mixture(dataset_or_mixture, load_mixtures())
+    train_parts, heldout_parts, norm_stats, counts, dims = [], [], {}, {}, {}
+    for name, weight in mixture.weights.items():
+        source = open_dataset(name, data_dir)
+        try:
+            stats = source_statistics(source, split)
+            ActionStats.from_dict(stats["action"], where=f"statistics of {name!r}")
+        except (StatisticsError, ModelStatisticsError, KeyError) as e:
+            raise MissingStatisticsError(f"dataset {name!r} in {data_dir} has no usable statistics ({e}); "
+                                         f"run `vla data stats {name} --data-dir {data_dir}`") from e
+        episodes = list(iter_episodes(source, split))
+        n_held = int(np.ceil(heldout_fraction * len(episodes))) if heldout_fraction > 0 else 0
+        if len(episodes) - n_held < 1:
+            raise IncompatibleDataError(
+                f"dataset {name!r} has {len(episodes)} episode(s); holding out {n_held} leaves none to train on. "
+                "Record more episodes or pass --heldout-fraction 0")
+        order = np.random.default_rng(seed).permutation(len(episodes))
+        held, kept = [episodes[i] for i in order[len(order) - n_held:]], [episodes[i] for i in order[:len(order) - n_held]]
+        train_parts.append(_frames(kept, role, stats, weight, name))
+        if held:
+            heldout_parts.append(_frames(held, role, stats, weight, name))
+        norm_stats[name], counts[name], dims[name] = stats, (len(kept), len(held)), train_parts[-1].actions.shape[1]
+        log.info("dataset %s: %d training episodes (%d frames), %d held out", name, len(kept),
+                 len(train_parts[-1]), len(held))
+    if len(set(dims.values())) != 1:
+        raise IncompatibleDataError(f"mixture {dataset_or_mixture!r} mixes action sizes {dims}; one model "
+                                    "decodes one action size, so train on datasets of one action space")
+    return TrainData(_concat(train_parts), _concat(heldout_parts) if heldout_parts else None,
+                     norm_stats, next(iter(dims.values())), counts)
+
+
+class SampleOrder:
+    """Which training frames each step and rank read: a pure function of (seed, step, rank)."""
+
+    def __init__(self, weights: np.ndarray, seed: int, batch_size: int) -> None:
+        self.n, self.seed, self.batch_size = len(weights), seed, batch_size
+        # equal weights: epochs without replacement (OpenVLA's shuffled stream); else weighted draws
+        self.probs = None if np.all(weights == weights[0]) else weights / weights.sum()
+        self._perms: dict[int, np.ndarray] = {}
+
+    def _perm(self, epoch: int) -> np.ndarray:
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n)}
+        return self._perms[epoch]
+
+    def global_batch(self, step: int) -> np.ndarray:
+        """Frame indices of the whole batch of optimizer step `step` (0-based)."""
+        if self.probs is not None:
+            return np.random.default_rng([self.seed, 1 << 20, step]).choice(self.n, self.batch_size, p=self.probs)
+        pos = step * self.batch_size + np.arange(self.batch_size)
+        epochs, offsets = np.divmod(pos, self.n)
+        return np.array([self._perm(int(e))[o] for e, o in zip(epochs, offsets)])
+
+    def micro_batches(self, step: int, rank: int, world_size: int, grad_accum: int) -> list[np.ndarray]:
+        """This rank's micro-batches of step `step`: its contiguous slice, split into grad_accum parts."""
+        mine = np.array_split(self.global_batch(step), world_size)[rank]
+        return np.array_split(mine, grad_accum)
+
+
+def collate(processor: Any, frames: Frames) -> dict[str, torch.Tensor]:
+    """Decode images and build the model's training inputs (pixel_values, ids, mask, labels)."""
+    images = [decode_image(bytes(b)) for b in frames.images]
+    batch = processor.encode_training(list(frames.instructions), frames.actions)
+    batch["pixel_values"] = processor.process_images(images)
+    return batch
