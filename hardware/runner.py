@@ -44,6 +44,7 @@ class HoldableRobot(Protocol):
     """A `robot.Robot` that can also stop where it is (both drivers here)."""
 
     spec: Any
+    config: Any  # carries `.safety` (robot.safety.SafetyLimits)
 
     def reset(self, seed: int | None = None) -> Observation: ...
     def observe(self) -> Observation: ...
@@ -179,6 +180,7 @@ class GuardedRobot:
     def __init__(self, robot: HoldableRobot, rig: Rig, watchdog_timeout_s: float):
         self.robot, self.spec, self.rig = robot, robot.spec, rig
         self.estop_reason: str | None = None
+        self.estop_held = threading.Event()  # set once the e-stop's hold reached the arm
         self._lock = threading.Lock()
         self.watchdog = Watchdog(robot.hold, watchdog_timeout_s)
         self.record: list[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]] = []
@@ -191,7 +193,10 @@ class GuardedRobot:
             if self.estop_reason is None:
                 self.estop_reason = why
                 log.error("E-STOP (%s): holding the arm", why)
-        self.robot.hold()
+        try:
+            self.robot.hold()
+        finally:
+            self.estop_held.set()
 
     def reset(self, seed: int | None = None) -> Observation:
         self._last = self.robot.reset(seed)
@@ -327,6 +332,8 @@ def run_on_robot(robot: HoldableRobot, policy, options: RunOptions, key_stream: 
         gate.wait_idle()
     if guarded.estop_reason is not None:
         reason, error = ESTOP, f"e-stop ({guarded.estop_reason})"
+        if not guarded.estop_held.wait(IDLE_WAIT_S):  # the key/signal thread is still sending the hold
+            log.error("the e-stop hold did not complete within %.1f s", IDLE_WAIT_S)
     elif robot_error is not None:
         reason, error = ROBOT_ERROR, robot_error
         _try_hold(robot)

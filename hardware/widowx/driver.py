@@ -114,6 +114,12 @@ class WidowX:
         if wrong:
             raise ServoModelError(f"unexpected servo models: {wrong}; fix the ids or the servo chain config")
 
+    def recover(self) -> None:
+        """Reboot every servo with a latched hardware error, then hold the present pose with torque on."""
+        self._recover_faults()
+        self.torque(True)
+        self.hold()
+
     def _recover_faults(self) -> None:
         state = self.read_state()
         faulted = {name: s for name, s in state.servos.items() if s.hardware_error}

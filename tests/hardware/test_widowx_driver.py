@@ -84,6 +84,16 @@ def test_fault_during_run_stops_with_a_typed_error(arm, emulator):
         arm.act(np.zeros(7))
 
 
+def test_recover_reboots_a_transient_fault_and_continues(arm, emulator):
+    arm.reset()
+    emulator.fault(8, 0x20)
+    with pytest.raises(ServoFaultError, match="wrist_rotate.*overload"):
+        arm.act(np.zeros(7))
+    arm.recover()
+    assert emulator.get(8, "hardware_error_status") == 0 and emulator.get(8, "torque_enable") == 1
+    arm.act(np.array([0.01, 0, 0, 0, 0, 0, 1.0]))
+
+
 def test_transient_fault_is_rebooted_at_connect():
     with EmulatorProcess(widowx_specs()) as emu:
         emu.fault(7, 0x01)
