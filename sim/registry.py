@@ -8,6 +8,7 @@ import difflib
 
 from sim.config import TaskConfig
 from sim.errors import UnknownTaskError
+from sim.robosuite_tasks import PlacementRange, RobosuiteTask
 from sim.widowx.tasks import WidowXTask
 
 TASKS: dict[str, TaskConfig] = {
@@ -30,6 +31,41 @@ TASKS: dict[str, TaskConfig] = {
         instruction="pick up the red block",
         max_steps=30,
         uses_bowl=False,
+    ),
+    # robosuite Panda scenes; placement ranges are robosuite's defaults (metres from the table /
+    # source-bin centre; rotation None = any yaw)
+    "lift": RobosuiteTask(
+        env_name="Lift",
+        description="robosuite Panda: lift the red cube off the table",
+        instruction="lift the red cube",
+        grasp_body="cube_main",
+        placement=PlacementRange(x=(-0.03, 0.03), y=(-0.03, 0.03)),
+        max_steps=60,
+    ),
+    "stack": RobosuiteTask(
+        env_name="Stack",
+        description="robosuite Panda: stack the red cube on the green cube",
+        instruction="stack the red cube on the green cube",
+        grasp_body="cubeA_main",
+        target_body="cubeB_main",
+        place_height=0.05,  # cube half sizes 0.02 + 0.025, and 5 mm to drop
+        placement=PlacementRange(x=(-0.08, 0.08), y=(-0.08, 0.08)),
+        max_steps=120,
+    ),
+    "pick-place-can": RobosuiteTask(
+        env_name="PickPlaceCan",
+        description="robosuite Panda: pick the can from the left bin and put it in its quarter of the right bin",
+        instruction="pick up the can and put it in its bin",
+        grasp_body="Can_main",
+        target_body="VisualCan_main",  # the can's marker, centre of its quarter of the target bin
+        # the marker (0.86 m from the base, 0.05 m below it) is beyond the reach of a Panda whose
+        # gripper points down; release in the robot-near part of the quarter, 7-8 cm clear of its walls
+        target_offset=(-0.0275, -0.0425),
+        place_height=0.05,
+        grasp_symmetry=None,  # a cylinder: any yaw grasps it
+        sampler="CollisionObjectSampler",
+        placement=PlacementRange(x=(-0.145, 0.145), y=(-0.195, 0.195)),
+        max_steps=150,
     ),
 }
 
