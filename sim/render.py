@@ -5,16 +5,17 @@ from PYOPENGL_PLATFORM when OpenGL is first imported, so the backend must be cho
 either: `select_gl_backend()` does that (probing each candidate in a child process, because a
 failed EGL attempt cannot be undone in-process) and records the choice in the two variables,
 which child processes (collection workers) inherit. The renderer below creates its GL context
-from the chosen backend directly, so it works even when `mujoco` was imported earlier.
+from the chosen backend directly, so it works even when `mujoco` was imported earlier, and it
+runs in a child process (see `OffscreenRenderer`).
 """
 from __future__ import annotations
 
-import atexit
-import functools
 import logging
 import os
+import pathlib
 import subprocess
 import sys
+import tempfile
 import weakref
 
 import numpy as np
@@ -92,13 +93,115 @@ def _context_class(backend: str) -> type:
     return GLContext
 
 
-class OffscreenRenderer:
-    """Renders named cameras of one model into uint8 [H, W, 3] arrays with one GL context."""
+class _GLRenderer:
+    """Renders cameras of one model with one GL context; lives only in the render process."""
 
-    def __init__(self, model, height: int, width: int) -> None:
+    def __init__(self, model, height: int, width: int, backend: str) -> None:
         import mujoco
 
-        self._mujoco = mujoco
+        self._mj = mujoco
+        self._ctx = _context_class(backend)(width, height)
+        self._ctx.make_current()
+        self._con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
+        self._model = model
+        self._scene = mujoco.MjvScene(model, maxgeom=MAX_GEOMS)
+        self._option = mujoco.MjvOption()
+        self._camera = mujoco.MjvCamera()
+        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._rect = mujoco.MjrRect(0, 0, width, height)
+        self._flip = np.empty((height, width, 3), np.uint8)
+
+    def render_into(self, data, camera_id: int, out: np.ndarray) -> None:
+        """Draw camera `camera_id` into `out` (uint8 [H, W, 3], top row first)."""
+        mj = self._mj
+        self._camera.fixedcamid = camera_id
+        mj.mjv_updateScene(self._model, data, self._option, None, self._camera, mj.mjtCatBit.mjCAT_ALL, self._scene)
+        mj.mjr_render(self._rect, self._scene, self._con)
+        mj.mjr_readPixels(self._flip, None, self._rect, self._con)
+        out[:] = self._flip[::-1]  # OpenGL's first row is the bottom one
+
+    def free(self) -> None:
+        self._con.free()
+        self._ctx.free()
+
+
+# Model fields a scene may change between episodes (camera shift, table texture); sent with the state.
+MODEL_FIELDS = ("cam_pos", "cam_quat", "geom_matid", "geom_rgba")
+DATA_FIELDS = ("qpos", "mocap_pos", "mocap_quat")
+MAX_GEOMS = 500
+
+
+def _state_vector(model, data) -> np.ndarray:
+    parts = [np.asarray(getattr(data, f), np.float64).ravel() for f in DATA_FIELDS]
+    parts += [np.asarray(getattr(model, f), np.float64).ravel() for f in MODEL_FIELDS]
+    return np.concatenate(parts)
+
+
+def _load_state(vec: np.ndarray, model, data) -> None:
+    at = 0
+    for owner, fields in ((data, DATA_FIELDS), (model, MODEL_FIELDS)):
+        for f in fields:
+            dst = getattr(owner, f)
+            dst[...] = vec[at : at + dst.size].reshape(dst.shape).astype(dst.dtype)
+            at += dst.size
+
+
+def _read_exact(stream, n: int) -> bytes:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = stream.readinto(view[got:])
+        if not k:
+            raise EOFError(f"pipe closed after {got} of {n} bytes")
+        got += k
+    return bytes(buf)
+
+
+def _serve(mjb_path: str, camera_ids: list[int], height: int, width: int, fd_in: int, fd_out: int) -> None:
+    """Render process: rebuild the model, then answer each state with the frames of every camera."""
+    import mujoco
+
+    inp, out = os.fdopen(fd_in, "rb", buffering=0), os.fdopen(fd_out, "wb", buffering=0)
+    try:
+        model = mujoco.MjModel.from_binary_path(mjb_path)
+        data = mujoco.MjData(model)
+        renderer = _GLRenderer(model, height, width, os.environ["MUJOCO_GL"])
+    except Exception as e:  # reported to the parent, which raises it with the install hint
+        msg = repr(e).encode()
+        out.write(b"e" + len(msg).to_bytes(4, "little") + msg)
+        return
+    frames = np.empty((len(camera_ids), height, width, 3), np.uint8)
+    size = _state_vector(model, data).nbytes
+    out.write(b"r")
+    try:
+        while True:
+            _load_state(np.frombuffer(_read_exact(inp, size), np.float64), model, data)
+            mujoco.mj_kinematics(model, data)
+            mujoco.mj_camlight(model, data)
+            for i, cam in enumerate(camera_ids):
+                renderer.render_into(data, cam, frames[i])
+            out.write(b"k" + frames.tobytes())
+    except EOFError:  # the parent closed the pipe: done
+        pass
+    finally:
+        renderer.free()
+
+
+class OffscreenRenderer:
+    """Renders named cameras of a model in a child process; returns uint8 [H, W, 3] arrays.
+
+    Why a child process: Mesa's software GL (both EGL and OSMesa here) loads libLLVM into the
+    process, and TensorFlow or Triton (pulled in by torch._dynamo) loaded into the same process
+    crash it, in either import order. Rendering apart keeps `sim` usable next to the data
+    pipeline and the model. The child is a plain `python -m sim.render` (not multiprocessing, so a
+    user's script needs no `__main__` guard); only the state (qpos, mocap poses, camera poses,
+    materials) goes down the pipe as raw float64 bytes, and raw frames come back.
+    """
+
+    def __init__(self, model, height: int, width: int, cameras: dict[str, int]) -> None:
+        import mujoco
+
         backend = select_gl_backend()
         limit = (model.vis.global_.offheight, model.vis.global_.offwidth)
         if height > limit[0] or width > limit[1]:
@@ -106,45 +209,74 @@ class OffscreenRenderer:
                 f"image {height}x{width} exceeds the model's offscreen buffer {limit[0]}x{limit[1]}; "
                 "raise <visual><global offwidth/offheight> in the scene XML or ask for smaller images"
             )
-        try:
-            self._ctx = _context_class(backend)(width, height)
-            self._ctx.make_current()
-            self._con = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_150)
-        except Exception as e:  # the GL stack's own errors say little; name the fix
-            raise RenderBackendError(f"creating a {backend} GL context failed ({e!r}); {_install_hint()}") from e
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._con)
-        self._model = model
-        self._scene = mujoco.MjvScene(model, maxgeom=200)
-        self._option = mujoco.MjvOption()
-        self._camera = mujoco.MjvCamera()
-        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
-        self._rect = mujoco.MjrRect(0, 0, width, height)
+        self.names = list(cameras)
         self.height, self.width = height, width
-        # free the context before the GL library's own exit handler tears the display down
-        self._atexit = functools.partial(_close_if_alive, weakref.ref(self))
-        atexit.register(self._atexit)
+        self._model = model
+        self._frame_bytes = len(cameras) * height * width * 3
+        self._tmp = tempfile.TemporaryDirectory(prefix="vla-render-")
+        mjb = pathlib.Path(self._tmp.name) / "model.mjb"
+        mujoco.mj_saveModel(model, str(mjb), None)
+        down_r, down_w = os.pipe()
+        up_r, up_w = os.pipe()
+        ids = ",".join(str(c) for c in cameras.values())
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "sim.render", str(mjb), ids, str(height), str(width), str(down_r), str(up_w)],
+            pass_fds=(down_r, up_w),
+            stdin=subprocess.DEVNULL,
+            cwd=pathlib.Path(__file__).resolve().parents[1],
+        )
+        os.close(down_r)
+        os.close(up_w)
+        self._down = os.fdopen(down_w, "wb", buffering=0)
+        self._up = os.fdopen(up_r, "rb", buffering=0)
+        self._finalizer = weakref.finalize(self, _shutdown, self._down, self._up, self._proc, self._tmp)
+        status = self._status()
+        if status != b"r":
+            self.close()
+            raise RenderBackendError(f"the {backend} render process failed to start: {status!r}; {_install_hint()}")
 
-    def render(self, data, camera_id: int) -> np.ndarray:
-        """One frame from camera `camera_id`, top row first."""
-        mj = self._mujoco
-        self._ctx.make_current()
-        self._camera.fixedcamid = camera_id
-        mj.mjv_updateScene(self._model, data, self._option, None, self._camera, mj.mjtCatBit.mjCAT_ALL, self._scene)
-        mj.mjr_render(self._rect, self._scene, self._con)
-        out = np.empty((self.height, self.width, 3), np.uint8)
-        mj.mjr_readPixels(out, None, self._rect, self._con)
-        return out[::-1].copy()  # OpenGL's first row is the bottom one
+    def _status(self) -> bytes:
+        try:
+            code = _read_exact(self._up, 1)
+            if code == b"e":
+                n = int.from_bytes(_read_exact(self._up, 4), "little")
+                return _read_exact(self._up, n)
+            return code
+        except EOFError:
+            return b"the render process died (exit code %r)" % (self._proc.poll(),)
+
+    def render(self, data) -> dict[str, np.ndarray]:
+        """Every camera's frame for the state in `data` (fresh arrays, safe to keep)."""
+        try:
+            self._down.write(_state_vector(self._model, data).tobytes())
+        except (BrokenPipeError, ValueError) as e:
+            raise RenderBackendError(f"the render process is gone (exit code {self._proc.poll()}): {e}") from e
+        status = self._status()
+        if status != b"k":
+            raise RenderBackendError(f"rendering failed: {status!r}")
+        frames = np.frombuffer(_read_exact(self._up, self._frame_bytes), np.uint8)
+        frames = frames.reshape(len(self.names), self.height, self.width, 3)
+        return {name: frames[i] for i, name in enumerate(self.names)}
 
     def close(self) -> None:
-        """Free the GL resources."""
-        if self._con is not None:
-            self._con.free()
-            self._ctx.free()
-            self._con = None
-            atexit.unregister(self._atexit)
+        """Stop the render process."""
+        self._finalizer()
 
 
-def _close_if_alive(ref: weakref.ref) -> None:
-    renderer = ref()
-    if renderer is not None:
-        renderer.close()
+RENDER_TIMEOUT_S = 60
+
+
+def _shutdown(down, up, proc, tmp) -> None:
+    down.close()  # EOF tells the child to exit
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    up.close()
+    tmp.cleanup()
+
+
+if __name__ == "__main__":  # the render process started by OffscreenRenderer
+    _mjb, _ids, _h, _w, _fd_in, _fd_out = sys.argv[1:7]
+    _serve(_mjb, [int(c) for c in _ids.split(",")], int(_h), int(_w), int(_fd_in), int(_fd_out))

@@ -141,10 +141,9 @@ class WidowXScene:
             m.geom_matid[self._table] = m.material(f"table/{options.table_texture}").id
         self._substeps = round(1.0 / (CONTROL_HZ * m.opt.timestep))
         self._safety = SafetyFilter(WIDOWX_LIMITS, log_level=logging.DEBUG)
-        self._camera_ids = {c.name: m.camera(CAMERAS[c.name][0]).id for c in self.spec.cameras}
-        self._renderer = (
-            OffscreenRenderer(m, options.image_size, options.image_size) if self._camera_ids else None
-        )
+        cameras = {c.name: m.camera(CAMERAS[c.name][0]).id for c in self.spec.cameras}
+        size = options.image_size
+        self._renderer = OffscreenRenderer(m, size, size, cameras) if cameras else None
         self._home_qpos = self._settle_home()
         self._rng = np.random.default_rng(seed)
         self.block_start = np.zeros(3)
@@ -202,7 +201,7 @@ class WidowXScene:
 
     def observe(self) -> Observation:
         """Render the rig's cameras and read the proprio."""
-        images = {name: self._renderer.render(self.data, cam) for name, cam in self._camera_ids.items()}
+        images = self._renderer.render(self.data) if self._renderer is not None else {}
         return Observation(images, self._proprio(), float(self.data.time), {"episode_seed": self.episode_seed})
 
     def act(self, action: np.ndarray) -> StepResult:
