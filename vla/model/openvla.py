@@ -126,7 +126,7 @@ class OpenVLA(nn.Module):
         if pixel_values.ndim != 4 or pixel_values.shape[1] != expected:
             raise ImageError(f"pixel_values have shape {tuple(pixel_values.shape)}; expected [B, {expected}, H, W] "
                              "from model.processor.process_images")
-        dtype = self.projector.fc1.weight.dtype
+        dtype = self.vision_backbone.featurizer.patch_embed.proj.weight.dtype  # a conv: never quantized
         return self.projector(self.vision_backbone(pixel_values.to(self.device, dtype)))
 
     def merge_image_tokens(self, input_ids: torch.Tensor, patches: torch.Tensor,

@@ -81,6 +81,23 @@ class FusedVisionBackbone(nn.Module):
             raise ConfigError(f"backbones {list(config.timm_model_ids)} give different patch grids {grids}")
         grid = grids.pop()
         self.num_patches = grid[0] * grid[1]
+        # features come from the second-to-last block: the last block, the final norm and SigLIP's
+        # attention-pool head are stored (checkpoint format) but never run, so they are frozen,
+        # which keeps DDP from waiting on gradients that never come
+        for name in self.unused_module_names():
+            self.get_submodule(name).requires_grad_(False)
+
+    def unused_module_names(self) -> list[str]:
+        """Modules kept for the checkpoint format that the forward pass never runs."""
+        names = []
+        for attr in BACKBONE_NAMES:
+            vit = getattr(self, attr)
+            if vit is None:
+                continue
+            names += [f"{attr}.blocks.{len(vit.blocks) - 1}", f"{attr}.norm"]
+            names += [f"{attr}.{head}" for head in ("attn_pool", "fc_norm", "head")
+                      if getattr(vit, head, None) is not None and any(True for _ in getattr(vit, head).parameters())]
+        return names
 
     @property
     def vits(self) -> list[timm.models.VisionTransformer]:
