@@ -135,6 +135,12 @@ class Franka:
     def hold(self) -> None:
         """Stop the running motion where the arm is now."""
         self._run("stop", self._robot.stop)
+        try:  # wait for the stop; the stopped motion reports "preempted", which is what we asked for
+            with self._lock:
+                self._robot.join_motion()
+        except self._franky.ControlException as e:
+            if "preempted" not in str(e):
+                raise _translate(self._franky, e, self.config.host, "stop") from e
         self._target = self.read_state()["pose"]
         log.info("holding at %s", np.round(self._target[:3, 3], 4).tolist())
 

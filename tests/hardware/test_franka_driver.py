@@ -10,6 +10,9 @@ import time
 import numpy as np
 import pytest
 
+from clips import write_clip
+
+from hardware.cameras import OpenCVCameraConfig
 from hardware.errors import RobotConnectionError
 from hardware.franka.config import FrankaConfig, Realtime
 from robot.protocols import Robot
@@ -67,8 +70,11 @@ def test_check_reads_seven_joints_without_moving(sim_host):
 
 
 @pytest.fixture(scope="module")
-def arm(sim_host):
-    robot = FrankaConfig(host=sim_host, realtime=Realtime.IGNORE, relative_dynamics_factor=0.5).make()
+def arm(sim_host, tmp_path_factory):
+    clip = write_clip(tmp_path_factory.mktemp("clip") / "cam.avi", 40, 32)
+    camera = OpenCVCameraConfig("primary", str(clip), role="primary", width=40, height=32, loop=True)
+    robot = FrankaConfig(host=sim_host, realtime=Realtime.IGNORE, relative_dynamics_factor=0.5,
+                         cameras=(camera,)).make()
     yield robot
     robot.close()
 
@@ -106,6 +112,29 @@ def test_hold_stops_a_running_motion(arm):
     time.sleep(0.3)
     np.testing.assert_allclose(arm.observe().proprio[:3], held, atol=1e-3)
     assert held[2] - start[2] < 0.045  # stopped short of the target
+
+
+def test_runner_drives_the_simulated_fr3(arm):
+    pytest.importorskip("serving.server")
+    from serving.client import PolicyClient
+    from step_policy import STEP, StepPolicy, serve
+
+    from hardware.runner import RunOptions, run_on_robot
+
+    server, thread = serve(StepPolicy())
+    client = PolicyClient(server.address, timeout_s=1.0)
+    try:
+        client.metadata()
+        start = arm.reset().proprio[:3].astype(np.float64)
+        report = run_on_robot(arm, client, RunOptions("push", max_steps=4, park_at_end=False), open(os.devnull, "rb"))
+        arm.wait()
+    finally:
+        client.close()
+        server.close()
+        thread.join(timeout=5)
+    assert report.reason == "max_steps" and report.steps == 4 and not report.watchdog_fired
+    moved = arm.observe().proprio[:3] - start
+    np.testing.assert_allclose(moved, 4 * STEP[:3], atol=0.003)
 
 
 def test_nothing_listening_names_the_host():

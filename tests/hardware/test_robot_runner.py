@@ -9,56 +9,30 @@ import time
 
 import numpy as np
 import pytest
+from clips import write_clip
 from emulated_widowx import TEST_MARGIN_MS
 
 from hardware.cameras import OpenCVCameraConfig
 from hardware.runner import ESTOP, WATCHDOG, RunOptions, run, run_on_robot
 from hardware.widowx.config import WidowXConfig
 
-server_mod = pytest.importorskip("serving.server")
-policies = pytest.importorskip("serving.policies")
 client_mod = pytest.importorskip("serving.client")
 cv2 = pytest.importorskip("cv2")
+from step_policy import STEP, StepPolicy, serve  # noqa: E402 (needs serving, checked above)
 
 H, W = 32, 40
 HZ = 5.0  # Bridge's rate: the 0.4 s watchdog leaves room for a loaded CI machine
 
 
-class StepPolicy(policies.NoopPolicy):
-    """+5 mm in x each step, gripper open; hangs (as a wedged model would) after `hang_after` calls."""
-
-    def __init__(self, hang_after: int | None = None):
-        super().__init__(7)
-        self.calls, self.hang_after = 0, hang_after
-
-    def act_batch(self, requests):
-        self.calls += len(requests)
-        if self.hang_after is not None and self.calls > self.hang_after:
-            time.sleep(1.0)  # longer than the client waits (0.5 s)
-        return [{"action": np.array([0.005, 0, 0, 0, 0, 0, 1.0], np.float32)} for _ in requests]
-
-
 @pytest.fixture
 def video(tmp_path):
-    path = tmp_path / "cam.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (W, H))
-    for i in range(8):
-        writer.write(np.full((H, W, 3), 30 * i, np.uint8))
-    writer.release()
-    return path
+    return write_clip(tmp_path / "cam.avi", W, H)
 
 
 @pytest.fixture
 def config(emulator, video):
     camera = OpenCVCameraConfig("primary", str(video), role="primary", width=W, height=H, loop=True)
     return WidowXConfig(port=emulator.port, timeout_margin_ms=TEST_MARGIN_MS, control_hz=HZ, cameras=(camera,))
-
-
-def serve(policy):
-    server = server_mod.PolicyServer(policy, host="127.0.0.1", port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server, thread
 
 
 @pytest.mark.slow  # tensorflow import and RLDS write/read: ~30-50 s on a loaded 2-core machine
@@ -79,7 +53,7 @@ def test_episode_runs_at_rate_and_is_recorded_as_rlds(config, emulator, tmp_path
     frames = list(load_frames(name, report.dataset.parents[1]))
     assert len(frames) == 6
     assert frames[0]["images"]["primary"].shape == (H, W, 3)
-    np.testing.assert_allclose(frames[0]["action"], [0.005, 0, 0, 0, 0, 0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(frames[0]["action"], STEP, atol=1e-6)
     assert frames[0]["instruction"] == "push the block"
     xs = [f["state"][0] for f in frames]
     assert xs[-1] > xs[0] + 0.01  # the fingertip moved forward step by step
