@@ -184,7 +184,17 @@ def _sample_arrays(ref: _FrameRef, cfg: BatchConfig, stats: dict, name: str, see
     }
 
 
-def _collate(samples: list[dict], cfg: BatchConfig, processor: Processor | None) -> dict:
+def _process_images(processor: Processor, images: list[np.ndarray], pool: ThreadPoolExecutor, parts: int):
+    """processor.process_images over `parts` slices on the pool (numpy/PIL release the GIL), concatenated."""
+    import torch
+
+    step = math.ceil(len(images) / parts)
+    slices = [images[i:i + step] for i in range(0, len(images), step)]
+    return torch.cat(list(pool.map(processor.process_images, slices)))
+
+
+def _collate(samples: list[dict], cfg: BatchConfig, processor: Processor | None, pool: ThreadPoolExecutor,
+             workers: int) -> dict:
     out: dict[str, Any] = {
         "actions": np.stack([x["actions"] for x in samples]),
         "action_mask": np.stack([x["action_mask"] for x in samples]),
@@ -202,7 +212,7 @@ def _collate(samples: list[dict], cfg: BatchConfig, processor: Processor | None)
 
     for role in cfg.roles:
         key = "pixel_values" if role == cfg.roles[0] else f"pixel_values_{role}"
-        out[key] = processor.process_images([x["images"][role][-1] for x in samples])
+        out[key] = _process_images(processor, [x["images"][role][-1] for x in samples], pool, workers)
     flat = out["actions"].reshape(len(samples), -1)  # a chunk of N actions = N * A action tokens
     out.update(processor.encode_training(out["instructions"], flat))
     out["actions"] = torch.from_numpy(out["actions"])
@@ -252,7 +262,16 @@ def _batches(cfg: BatchConfig, processor: Processor | None, rank: int, world_siz
             seeds = aug_seed.spawn(len(refs))
             samples = list(pool.map(lambda a: _sample_arrays(a[0], cfg, stats[a[0].dataset],
                                                              names[a[0].dataset], a[1]), zip(refs, seeds)))
-            yield _collate(samples, cfg, processor)
+            yield _collate(samples, cfg, processor, pool, workers)
+
+
+def mixture_norm_stats(mixture: str, data_dir: str | pathlib.Path, *,
+                       registry_path: str | pathlib.Path = REGISTRY_PATH,
+                       mixtures_path: str | pathlib.Path = MIXTURES_PATH) -> dict[str, dict]:
+    """`{dataset: statistics}` of every dataset in `mixture`: the model's norm_stats for a checkpoint."""
+    registry = load_registry(registry_path)
+    names = resolve_mixture(mixture, load_mixtures(mixtures_path)).weights
+    return {n: source_statistics(open_dataset(n, data_dir, registry)) for n in names}
 
 
 def make_batch_iterator(cfg: BatchConfig, processor: Processor | None = None, *, rank: int = 0, world_size: int = 1,

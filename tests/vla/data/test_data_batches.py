@@ -6,7 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from vla.data.batches import Augment, BatchConfig, Sampling, augment_image, make_batch_iterator
+from vla.data.batches import (Augment, BatchConfig, Sampling, augment_image, make_batch_iterator,
+                              mixture_norm_stats)
 from vla.data.errors import DataError
 from vla.data.registry import load_registry
 from vla.data.rlds_writer import Episode, write_rlds
@@ -34,6 +35,8 @@ def test_train_batches_shapes_and_mixture(data_dir, tmp_path):
     assert b["images_primary"].shape == (8, 2, 32, 32, 3) and b["images_primary"].dtype == np.uint8
     assert b["actions"].shape == (8, 3, 7) and b["action_mask"].shape == (8, 3)
     assert np.all(np.abs(b["actions"]) <= 1.0)
+    norm_stats = mixture_norm_stats("both", data_dir, mixtures_path=mixtures)
+    assert set(norm_stats) == {"toto", "viola"} and norm_stats["viola"]["num_transitions"] == 15
     names = [n for b in batches for n in b["dataset_names"]]
     # weight x size: toto 24 transitions x 1, viola 15 x 3 -> viola about 65 %
     assert 0.4 < names.count("viola") / len(names) < 0.9
