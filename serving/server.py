@@ -14,9 +14,10 @@ import logging
 import os
 import pathlib
 import signal
+import socket
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import zmq
 
@@ -29,6 +30,7 @@ from serving.protocol import ActRequest, RequestLimits
 log = logging.getLogger(__name__)
 
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: IntFlag arithmetic costs ~1 us a call
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 HARD_LIMIT_FACTOR = 4  # frames over this many times max_message_bytes drop the connection (memory guard)
 
 
@@ -85,8 +87,25 @@ class PolicyServer:
         keys: ServerKeys | str | pathlib.Path | None = None,
     ) -> None:
         self.policy, self.options, self.stats = policy, options, ServerStats()
+        self._auth, self._closed, self._wake_lock = None, False, threading.RLock()
+        self._open(host, port, keys)
+        self._waker.connect(self._wake_endpoint)
+        self._metadata = {
+            **policy.metadata(),
+            "protocol_version": list(protocol.PROTOCOL_VERSION),
+            "max_batch": options.max_batch,
+            "limits": dataclasses.asdict(options.limits),
+            "authenticated": keys is not None,
+        }
+        self._pending: list[_Pending] = []
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._finished = threading.Event()
+        log.info("policy server on %s", self.address)
+
+    def _open(self, host: str, port: int, keys: ServerKeys | str | pathlib.Path | None) -> None:
+        options = self.options
         self._ctx = zmq.Context()
-        self._auth, self._closed, self._wake_lock = None, False, threading.Lock()
         # close() and signal handlers wake the blocked loop through this socket; a random routing id
         # keeps remote clients from posing as it
         self._wake_id, self._wake_endpoint = os.urandom(16), f"inproc://policy-server-wake-{id(self)}"
@@ -107,19 +126,6 @@ class PolicyServer:
         except Exception:
             self._teardown()
             raise
-        self._waker.connect(self._wake_endpoint)
-        self._metadata = {
-            **policy.metadata(),
-            "protocol_version": list(protocol.PROTOCOL_VERSION),
-            "max_batch": options.max_batch,
-            "limits": dataclasses.asdict(options.limits),
-            "authenticated": keys is not None,
-        }
-        self._pending: list[_Pending] = []
-        self._stop = threading.Event()
-        self._running = threading.Event()
-        self._finished = threading.Event()
-        log.info("policy server on %s", self.address)
 
     def _enable_curve(self, keys: ServerKeys) -> None:
         from zmq.auth.thread import ThreadAuthenticator  # only servers with keys need the ZAP thread
@@ -141,7 +147,7 @@ class PolicyServer:
         if self._closed or self._running.is_set():
             raise ServerConfigError("this server is closed or already serving; make a new PolicyServer")
         self._running.set()
-        restore = self._install_signal_handlers()
+        unwatch = self._watch_signals()
         sock = self._sock
         try:
             while not self._stop.is_set():
@@ -159,20 +165,42 @@ class PolicyServer:
             while self._pending:
                 self._run_one_batch()
         finally:
-            for sig, handler in restore.items():
-                signal.signal(sig, handler)
+            unwatch()
             self._teardown()
             self._finished.set()
             log.info("policy server on %s stopped after %d requests in %d batches",
                      self.address, self.stats.requests, self.stats.batches)
 
-    def _install_signal_handlers(self) -> dict:
+    def _watch_signals(self) -> Callable[[], None]:
+        """In the main thread, stop on SIGINT/SIGTERM; returns the function that undoes this."""
         if threading.current_thread() is not threading.main_thread():
-            return {}  # Python delivers signals to the main thread only
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, lambda signum, frame: self._request_stop(signum))
-        return previous
+            return lambda: None  # only the main thread may install handlers; its owner handles signals
+        # A Python handler runs only between bytecodes of the main thread, which sits blocked in zmq
+        # (and a signal may land in a numpy or zmq thread). Python's C handler also writes the
+        # signal number to the wakeup fd at once, from any thread: a helper thread reads it there.
+        reader, writer = socket.socketpair()
+        writer.setblocking(False)
+        previous = {sig: signal.signal(sig, lambda signum, frame: None) for sig in _STOP_SIGNALS}
+        old_fd = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+        def watch() -> None:
+            while data := reader.recv(64):
+                for signum in data:
+                    if signum in _STOP_SIGNALS:
+                        self._request_stop(signum)
+
+        watcher = threading.Thread(target=watch, name="policy-server-signals", daemon=True)
+        watcher.start()
+
+        def unwatch() -> None:
+            signal.set_wakeup_fd(old_fd)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            writer.close()  # the watcher's recv() returns b"" and it ends
+            watcher.join(timeout=5)
+            reader.close()
+
+        return unwatch
 
     def _request_stop(self, signum: int) -> None:
         log.info("signal %s: finishing in-flight requests, then stopping", signal.Signals(signum).name)
