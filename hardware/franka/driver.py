@@ -42,12 +42,12 @@ def _import_franky():
 
 def _translate(franky, error: Exception, host: str, what: str) -> Exception:
     """Our typed error for a franky exception (libfranka's messages do not name the host)."""
-    text = str(error)
+    text = str(error).rstrip(".")
     if isinstance(error, franky.RealtimeException) or "realtime" in text.lower():
         return RealtimeKernelError(f"{what} on {host}: {text}. {REALTIME_HINT}")
     if isinstance(error, franky.NetworkException):
         return RobotConnectionError(
-            f"{what}: cannot reach the Franka controller at {host} (ports {ROBOT_PORT}/{GRIPPER_PORT}): {text} "
+            f"{what}: cannot reach the Franka controller at {host} (ports {ROBOT_PORT}/{GRIPPER_PORT}): {text}. "
             "Check the address (--host), the network cable to the control box, that FCI is enabled in Desk "
             "and that no other program holds the connection")
     if isinstance(error, franky.IncompatibleVersionException):
