@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from hardware.errors import CameraError
-from robot.types import CameraSpec
+from robot.types import CAMERA_ROLES, CameraSpec
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,9 @@ class OpenCVCameraConfig:
     fps: float = 30.0
     loop: bool = False  # for a video file: start over at the end instead of raising
 
+    def __post_init__(self) -> None:
+        _check_camera(self.name, self.role, self.width, self.height, self.fps)
+
     def spec(self) -> CameraSpec:
         """The CameraSpec a robot advertises for this camera."""
         return CameraSpec(name=self.name, role=self.role, height=self.height, width=self.width)
@@ -61,6 +64,9 @@ class RealSenseCameraConfig:
     height: int = 480
     fps: int = 30
 
+    def __post_init__(self) -> None:
+        _check_camera(self.name, self.role, self.width, self.height, self.fps)
+
     def spec(self) -> CameraSpec:
         """The CameraSpec a robot advertises for this camera."""
         return CameraSpec(name=self.name, role=self.role, height=self.height, width=self.width)
@@ -68,6 +74,13 @@ class RealSenseCameraConfig:
     def make(self) -> RealSenseCamera:
         """Open the camera."""
         return RealSenseCamera(self)
+
+
+def _check_camera(name: str, role: str, width: int, height: int, fps: float) -> None:
+    if role not in CAMERA_ROLES:
+        raise CameraError(f"camera {name!r} has role {role!r}; use one of {CAMERA_ROLES}")
+    if width <= 0 or height <= 0 or fps <= 0:
+        raise CameraError(f"camera {name!r}: width, height and fps must be > 0, got {width}x{height}@{fps}")
 
 
 CameraConfig = OpenCVCameraConfig | RealSenseCameraConfig
@@ -205,9 +218,6 @@ def parse_camera(text: str) -> CameraConfig:
         if not (x and width.isdigit() and height.isdigit()):
             raise CameraError(f"camera {text!r}: size {size!r} must be WIDTHxHEIGHT, e.g. 640x480")
         sizes = {"width": int(width), "height": int(height)}
-    try:
-        if source == "realsense" or source.startswith("realsense:"):
-            return RealSenseCameraConfig(name=role, serial=source.partition(":")[2], role=role, **sizes)
-        return OpenCVCameraConfig(name=role, source=source, role=role, **sizes)
-    except ValueError as e:  # robot.types.SpecError (a bad role) surfaces when the spec is built
-        raise CameraError(f"camera {text!r}: {e}") from e
+    if source == "realsense" or source.startswith("realsense:"):
+        return RealSenseCameraConfig(name=role, serial=source.partition(":")[2], role=role, **sizes)
+    return OpenCVCameraConfig(name=role, source=source, role=role, **sizes)

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import difflib
 
+from hardware.cameras import parse_camera
 from hardware.errors import ConfigError
-from hardware.franka.config import FrankaConfig
+from hardware.franka.config import FrankaConfig, Realtime
 from hardware.widowx.config import WidowXConfig
 
 ROBOTS: dict[str, type] = {"widowx": WidowXConfig, "franka": FrankaConfig}
@@ -26,9 +27,6 @@ CONNECTION_FIELDS: dict[str, tuple[str, ...]] = {
 
 def build_robot_config(name: str, cameras: tuple[str, ...] = (), control_hz: float | None = None, **connection):
     """A robot config from CLI-style settings; a setting the robot does not take is an error, not ignored."""
-    from hardware.cameras import parse_camera
-    from hardware.franka.config import Realtime
-
     cls = robot_config_class(name)
     given = {k: v for k, v in connection.items() if v is not None}
     foreign = sorted(set(given) - set(CONNECTION_FIELDS[name]))
@@ -42,5 +40,4 @@ def build_robot_config(name: str, cameras: tuple[str, ...] = (), control_hz: flo
             raise ConfigError(f"--realtime {given['realtime']!r}: use one of {[r.value for r in Realtime]}") from e
     if control_hz is not None:
         given["control_hz"] = control_hz
-    config = cls(**given, cameras=tuple(parse_camera(c) for c in cameras))
-    return config
+    return cls(**given, cameras=tuple(parse_camera(c) for c in cameras))

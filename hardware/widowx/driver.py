@@ -156,7 +156,8 @@ class WidowX:
             changes = {k: v for k, v in want.items() if have[k] != v}
             if not changes:
                 continue
-            log.info("servo %s (id %d): writing EEPROM %s", s.joint, s.id, changes)
+            # EEPROM takes writes only with torque off: this one joint goes limp for a moment
+            log.warning("servo %s (id %d): torque off to write EEPROM %s", s.joint, s.id, changes)
             self._bus.write(s.id, model.register("torque_enable"), 0)
             for name, value in changes.items():
                 self._bus.write(s.id, model.register(name), value)

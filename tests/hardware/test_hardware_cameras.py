@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hardware.cameras import OpenCVCameraConfig, RealSenseCameraConfig, open_cameras
+from hardware.cameras import OpenCVCameraConfig, RealSenseCameraConfig, open_cameras, parse_camera
 from hardware.errors import CameraError
 from robot.protocols import Camera
 
@@ -80,3 +80,16 @@ def test_repeated_names_are_refused(video):
 def test_camera_spec_carries_role_and_size():
     spec = OpenCVCameraConfig("wrist_cam", "0", role="wrist", width=W, height=H).spec()
     assert (spec.name, spec.role, spec.height, spec.width) == ("wrist_cam", "wrist", H, W)
+
+
+def test_camera_option_parsing():
+    cam = parse_camera("wrist=/dev/video2@320x240")
+    assert (cam.name, cam.role, cam.source, cam.width, cam.height) == ("wrist", "wrist", "/dev/video2", 320, 240)
+    rs = parse_camera("primary=realsense:0123")
+    assert isinstance(rs, RealSenseCameraConfig) and rs.serial == "0123"
+    with pytest.raises(CameraError, match="ROLE=SOURCE"):
+        parse_camera("/dev/video0")
+    with pytest.raises(CameraError, match="WIDTHxHEIGHT"):
+        parse_camera("primary=0@big")
+    with pytest.raises(CameraError, match="role 'top'"):
+        parse_camera("top=0")
