@@ -52,13 +52,15 @@ class Convert:
     episodes: str | None = None  # comma-separated episode indices, e.g. 0,3,7 (default: all)
     instruction: str | None = None  # instruction where the source has none
     drop_camera: tuple[str, ...] = ()  # LeRobot camera keys to leave out (e.g. one whose videos are missing)
+    filter: str | None = None  # robomimic: convert only the demos listed in mask/<filter>
     image_size: tuple[int, int] | None = None  # resize frames to HEIGHT WIDTH (default: keep)
 
     def run(self) -> None:
         from vla.data.convert import convert, parse_episodes
 
         path = convert(self.src, self.out, self.format, name=self.name, episodes=parse_episodes(self.episodes),
-                       instruction=self.instruction, drop_cameras=self.drop_camera, image_size=self.image_size)
+                       instruction=self.instruction, drop_cameras=self.drop_camera, filter_key=self.filter,
+                       image_size=self.image_size)
         print(f"wrote {path}")
 
 

@@ -157,8 +157,9 @@ def _robomimic_episode(path: pathlib.Path, demo: str, instruction: str) -> Episo
                    metadata={"file_path": f"{path.name}/{demo}", "gripper_convention": "positive_is_closed"})
 
 
-def read_robomimic(src: pathlib.Path, instruction: str | None = None) -> list[SourceEpisode]:
-    """Episodes of a robomimic/robosuite HDF5 file, demos in numeric order."""
+def read_robomimic(src: pathlib.Path, instruction: str | None = None, filter_key: str | None = None
+                   ) -> list[SourceEpisode]:
+    """Episodes of a robomimic/robosuite HDF5 file, demos in numeric order (or those of mask/<filter_key>)."""
     import h5py
 
     try:
@@ -166,6 +167,16 @@ def read_robomimic(src: pathlib.Path, instruction: str | None = None) -> list[So
             if "data" not in f:
                 raise ConvertError(f"{src} has no 'data' group; is it a robomimic file?")
             demos = sorted(f["data"].keys(), key=_natural_key)
+            if filter_key is not None:
+                masks = sorted(f["mask"].keys()) if "mask" in f else []
+                if filter_key not in masks:
+                    raise ConvertError(f"{src} has no filter mask/{filter_key}; filters: {masks or 'none'}")
+                listed = [n.decode() if isinstance(n, bytes) else str(n) for n in f["mask"][filter_key][()]]
+                absent = [n for n in listed if n not in demos]
+                if absent:
+                    raise ConvertError(f"{src} mask/{filter_key} names demos that are not in the file: {absent[:5]}; "
+                                       "fix the mask or convert without --filter")
+                demos = sorted(listed, key=_natural_key)
             env_args = f["data"].attrs.get("env_args")
     except OSError as e:
         raise ConvertError(f"cannot open {src} as HDF5: {e}") from e
@@ -349,11 +360,12 @@ def _resized(ep: Episode, size: tuple[int, int] | None) -> Episode:
 
 def convert(src: str | pathlib.Path, out: str | pathlib.Path, fmt: str, *, name: str | None = None,
             episodes: Sequence[int] | None = None, instruction: str | None = None,
-            drop_cameras: Sequence[str] = (), image_size: tuple[int, int] | None = None, version: str = "1.0.0",
-            progress: bool = True) -> pathlib.Path:
+            drop_cameras: Sequence[str] = (), filter_key: str | None = None,
+            image_size: tuple[int, int] | None = None, version: str = "1.0.0", progress: bool = True) -> pathlib.Path:
     """Convert the demo set `src` into `<out>/<name>/<version>/`; nothing is left behind on failure.
 
-    `image_size` (height, width) resizes every frame; None keeps the source resolution."""
+    `image_size` (height, width) resizes every frame; None keeps the source resolution. `drop_cameras`
+    (LeRobot) leaves cameras out; `filter_key` (robomimic) converts only the demos of mask/<filter_key>."""
     from tqdm import tqdm
 
     src = pathlib.Path(src)
@@ -366,7 +378,10 @@ def convert(src: str | pathlib.Path, out: str | pathlib.Path, fmt: str, *, name:
         raise ConvertError(f"image_size {image_size} must be (height, width) with positive sides")
     if drop_cameras and fmt != "lerobot":
         raise ConvertError("drop_cameras applies to LeRobot sets only")
-    listed = READERS[fmt](src, instruction, drop_cameras) if fmt == "lerobot" else READERS[fmt](src, instruction)
+    if filter_key is not None and fmt != "robomimic":
+        raise ConvertError("filter_key applies to robomimic files only")
+    extra = {"lerobot": {"drop_cameras": drop_cameras}, "robomimic": {"filter_key": filter_key}}.get(fmt, {})
+    listed = READERS[fmt](src, instruction, **extra)
     by_index = {e.index: e for e in listed}
     if episodes is not None:
         if not episodes:

@@ -114,6 +114,21 @@ def test_robomimic_numeric_order_flip_and_state(tmp_path):
     assert img[-1].mean() > 200 and img[0].mean() < 50  # flipped upright
 
 
+def test_robomimic_filter_masks(tmp_path):
+    import h5py
+
+    src = make_robomimic(tmp_path / "masked.hdf5", demos=4)
+    with h5py.File(src, "a") as f:
+        f["mask/valid"] = np.array([b"demo_3", b"demo_1"])
+        f["mask/stale"] = np.array([b"demo_1", b"demo_99"])
+    convert(src, tmp_path / "out", "robomimic", filter_key="valid", progress=False)
+    assert [f["action"][0] for f in load_frames("masked", tmp_path / "out")][::3] == [1.0, 3.0]
+    with pytest.raises(ConvertError, match=r"mask/stale names demos that are not in the file: \['demo_99'\]"):
+        convert(src, tmp_path / "out2", "robomimic", filter_key="stale")
+    with pytest.raises(ConvertError, match=r"no filter mask/train; filters: \['stale', 'valid'\]"):
+        convert(src, tmp_path / "out2", "robomimic", filter_key="train")
+
+
 def test_robomimic_without_obs_or_instruction(tmp_path):
     with pytest.raises(ConvertError, match="no obs/ group.*dataset_states_to_obs"):
         convert(make_robomimic(tmp_path / "raw.hdf5", demos=2, obs=False), tmp_path / "out", "robomimic",
