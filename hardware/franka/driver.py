@@ -101,9 +101,12 @@ class Franka:
         else:
             openness = s["gripper_width"] / float(self._gripper.max_width)
         proprio = np.concatenate([pose_to_vector(s["pose"]), [openness]]).astype(np.float32)
-        images = {name: cam.read() for name, cam in self._cameras.items()}
+        frames = {name: cam.read_frame() for name, cam in self._cameras.items()}
+        images = {name: f.image for name, f in frames.items()}
+        camera_times = {name: f.timestamp for name, f in frames.items()}
         return Observation(images=images, proprio=proprio, timestamp=time.monotonic(),
-                           info={"joints": s["q"], "joint_velocities": s["dq"], "robot_mode": s["mode"]})
+                           info={"joints": s["q"], "joint_velocities": s["dq"], "robot_mode": s["mode"],
+                                 "camera_timestamps": camera_times})
 
     # -- motion --------------------------------------------------------------------------------
     def _run(self, what: str, fn, *args, **kwargs):

@@ -195,9 +195,11 @@ class WidowX:
         pose = kinematics.forward(state.q)
         gripper = self.config.linkage.openness(state.servos[GRIPPER_JOINT].position)
         proprio = np.concatenate([kinematics.pose_to_vector(pose), [gripper]]).astype(np.float32)
-        images = {name: cam.read() for name, cam in self._cameras.items()}
+        frames = {name: cam.read_frame() for name, cam in self._cameras.items()}
+        images = {name: f.image for name, f in frames.items()}
+        camera_times = {name: f.timestamp for name, f in frames.items()}
         return Observation(images=images, proprio=proprio, timestamp=state.timestamp,
-                           info={"joints": state.q, "joint_velocities": state.dq})
+                           info={"joints": state.q, "joint_velocities": state.dq, "camera_timestamps": camera_times})
 
     # -- motion --------------------------------------------------------------------------------
     def torque(self, on: bool) -> None:

@@ -210,7 +210,8 @@ class EmulatedBus:
     def __init__(self, specs: list[ServoSpec]):
         self.servos = {s.id: EmulatedServo(s) for s in specs}
         self.unplugged: set[int] = set()
-        self.log: list[tuple[int, int, int]] = []  # (id, instruction, address or -1) of each packet
+        # (id, instruction, address or -1) of each packet, plus one per servo addressed by a sync write
+        self.log: list[tuple[int, int, int]] = []
         self._buffer = bytearray()
 
     def present(self, servo_id: int) -> bool:
@@ -278,6 +279,7 @@ class EmulatedBus:
             length = params[2] | (params[3] << 8)
             entries = params[4:]
             for k in range(0, len(entries), length + 1):
+                self.log.append((entries[k], SYNC_WRITE, address))  # one record per addressed servo
                 for servo in self._targets(entries[k]):
                     servo.write(address, bytes(entries[k + 1: k + 1 + length]))
             return []

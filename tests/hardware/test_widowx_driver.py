@@ -58,6 +58,7 @@ def test_commands_go_to_masters_only(arm, emulator):
         arm.act(np.array([0.01, 0, 0, 0, 0, 0, 1.0]))
     goal_writes = [(i, ins) for i, ins, addr in emulator.log() if addr == GOAL_POSITION]
     assert goal_writes and all(ins == SYNC_WRITE for _, ins in goal_writes)
+    assert {i for i, _ in goal_writes} == {0xFE, 1, 2, 4, 6, 7, 8}  # never the shadows 3 and 5
     assert emulator.get(3, "hardware_error_status") == 0 == emulator.get(5, "hardware_error_status")
     assert emulator.get(3, "goal_position") == emulator.get(2, "goal_position")
 
