@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from vla.data.errors import DataDirError, SchemaMismatchError, ShardError, UnknownDatasetError
+from vla.data.errors import DataDirError, DataError, SchemaMismatchError, ShardError, UnknownDatasetError
 from vla.data.registry import (ActionEncoding, DatasetEntry, Registry, load_registry, parse_entry)
 from vla.data.rlds_writer import ROLES
 from vla.data.standardize import StdEpisode, standardize
@@ -183,9 +183,9 @@ def iter_episodes(source: DatasetSource, split: str = "train", *, shuffle_files:
     if split not in source.builder.info.splits:
         raise UnknownDatasetError(f"{source.path} has no split {split!r}; splits: {list(source.builder.info.splits)}")
     if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+        raise DataError(f"rank {rank} is not in [0, world_size={world_size})")
     if world_size > source.num_episodes(split):
-        raise ValueError(f"{source.name} has {source.num_episodes(split)} episodes in {split!r}, fewer than "
+        raise DataError(f"{source.name} has {source.num_episodes(split)} episodes in {split!r}, fewer than "
                          f"world_size={world_size}; every rank needs at least one")
     split_arg = tfds.even_splits(split, n=world_size)[rank] if world_size > 1 else split
     ds = source.builder.as_dataset(

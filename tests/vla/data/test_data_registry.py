@@ -123,6 +123,8 @@ def test_distinct_episodes_per_rank(tmp_path):
     source = open_dataset("toto", tmp_path)
     ranks = [{ep.episode_id for ep in iter_episodes(source, rank=r, world_size=2)} for r in range(2)]
     assert not ranks[0] & ranks[1] and len(ranks[0] | ranks[1]) == 5
+    with pytest.raises(DataError, match="fewer than world_size=8"):
+        next(iter_episodes(source, rank=0, world_size=8))
 
 
 def test_mixtures_file():
