@@ -5,6 +5,7 @@ A served policy sees whole batches: the server groups queued requests with equal
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import pathlib
 from typing import Any, Mapping, Protocol, Sequence
@@ -17,6 +18,10 @@ from serving.protocol import ActRequest
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 256  # upper bound on options["n_samples"]: candidates for re-ranking, not a data set
+PRIMARY = "primary"  # the camera role a single-image model is given (as robot.rigs names it)
+# options a sampling model's predict_actions takes (V-GPS asks for K candidates)
+SAMPLING_OPTIONS = {"n_samples": f"int 1..{MAX_SAMPLES}: return that many sampled candidates",
+                    "temperature": "float > 0: sampling temperature"}
 
 
 class ServedPolicy(Protocol):
@@ -46,6 +51,9 @@ def _check_options(options: Mapping[str, Any], supported: Mapping[str, str]) -> 
     n = options.get("n_samples", 1)  # optional option
     if type(n) is not int or not 1 <= n <= MAX_SAMPLES:
         raise InvalidRequestError(f"option n_samples={n!r} must be an int in 1..{MAX_SAMPLES}")
+    t = options.get("temperature", 1.0)  # optional option
+    if type(t) not in (int, float) or not t > 0:
+        raise InvalidRequestError(f"option temperature={t!r} must be a number > 0")
 
 
 class NoopPolicy:
@@ -92,74 +100,67 @@ class NoopPolicy:
 class ModelPolicy:
     """Serves a `vla.OpenVLA`: a batch of observations goes through one `predict_actions` call."""
 
-    def __init__(self, model: Any, unnorm_key: str | None = None) -> None:
-        self.model = model
-        stats = dict(getattr(model, "norm_stats", None) or {})
-        if unnorm_key is not None and unnorm_key not in stats:
+    def __init__(self, model: Any, unnorm_key: str | None = None, name: str | None = None,
+                 camera: str = PRIMARY) -> None:
+        self.model, self.name, self.camera = model, name or type(model).__name__, camera
+        self.unnorm_keys = sorted(model.norm_stats)
+        if unnorm_key is not None and unnorm_key not in model.norm_stats:
             raise ServerConfigError(f"--unnorm-key {unnorm_key!r} is not in the checkpoint's statistics; "
-                                    f"known: {sorted(stats)}")
-        self.unnorm_keys = sorted(stats)
+                                    f"known: {self.unnorm_keys}")
         self.default_unnorm_key = unnorm_key
-        self.cameras = _model_cameras(model)
+        # sampling (for V-GPS re-ranking) only where the model's predict_actions offers it
+        params = inspect.signature(model.predict_actions).parameters
+        self.options = {k: v for k, v in SAMPLING_OPTIONS.items() if k in params}
 
     def metadata(self) -> dict[str, Any]:
-        """From the model config: name, action dim, cameras, image size, unnorm keys."""
-        cfg = self.model.config
-        key = self.default_unnorm_key or (self.unnorm_keys[0] if len(self.unnorm_keys) == 1 else None)
-        action_dim = None
-        if key is not None:
-            action_dim = len(self.model.norm_stats[key]["action"]["q01"])
+        """From the model: action dim per statistics key, camera role, image size, unnorm keys."""
+        dims = {k: len(v["action"]["q01"]) for k, v in self.model.norm_stats.items()}
+        if self.default_unnorm_key is not None:
+            action_dim = dims[self.default_unnorm_key]
+        else:  # one dim for all keys, or None (then see action_dims)
+            action_dim = next(iter(dims.values())) if len(set(dims.values())) == 1 else None
         return {
-            "name": str(getattr(cfg, "name_or_path", "") or getattr(cfg, "_name_or_path", "") or type(self.model).__name__),
-            "action_dim": action_dim if action_dim is not None else _config_value(cfg, ("action_dim", "n_action_dims"), 7),
-            "action_space": "unnormalized with the checkpoint's q01/q99 statistics",
-            "cameras": list(self.cameras),
-            "image_size": _config_value(cfg, ("image_size", "image_sizes"), None),
+            "name": self.name,
+            "action_dim": action_dim,
+            "action_dims": dims,
+            "action_space": "un-normalized with the checkpoint's q01/q99 statistics (OpenVLA convention)",
+            "cameras": [self.camera],
+            "image_size": [self.model.config.image_size] * 2,
             "unnorm_keys": self.unnorm_keys,
             "default_unnorm_key": self.default_unnorm_key,
-            "options": {},
+            "options": dict(self.options),
         }
 
     def check(self, request: ActRequest) -> None:
-        """The cameras must be exactly the model's roles; the unnorm key must be known."""
-        if set(request.images) != set(self.cameras):
+        """The cameras must be exactly the model's role; the unnorm key must be known."""
+        if set(request.images) != {self.camera}:
             raise InvalidRequestError(
-                f"this model takes images {list(self.cameras)}; the request sent {sorted(request.images)}. "
+                f"this model takes one image keyed {self.camera!r}; the request sent {sorted(request.images)}. "
                 "Key images by role (robot.rigs.apply_rig maps camera names to roles)")
-        _check_options(request.options, {})
+        _check_options(request.options, self.options)
         key = request.unnorm_key or self.default_unnorm_key
-        if key is not None and key not in self.unnorm_keys:
+        if key is not None and key not in self.model.norm_stats:
             raise InvalidRequestError(f"unnorm_key {key!r} is not in this checkpoint; known: {self.unnorm_keys}")
-        if key is None and len(self.unnorm_keys) > 1:
+        if key is None and len(self.unnorm_keys) != 1:
             raise InvalidRequestError(f"this checkpoint has statistics for {self.unnorm_keys}; pass unnorm_key "
                                       "(or start the server with --unnorm-key)")
 
     def act_batch(self, requests: Sequence[ActRequest]) -> list[dict[str, Any]]:
-        """One `predict_actions` call for the whole batch."""
+        """One `predict_actions` call for the whole batch (per request when sampling candidates)."""
         key = requests[0].unnorm_key or self.default_unnorm_key
-        if len(self.cameras) == 1:
-            images: list[Any] = [r.images[self.cameras[0]] for r in requests]
-        else:
-            images = [{role: r.images[role] for role in self.cameras} for r in requests]
+        if requests[0].options:  # sampling: K candidates per observation, the first is the action
+            out = []
+            for r in requests:
+                candidates = np.asarray(self.model.predict_actions(
+                    [r.images[self.camera]], [r.instruction], unnorm_key=key, **r.options))
+                out.append({"action": candidates[0], "candidates": candidates})
+            return out
+        images = [r.images[self.camera] for r in requests]
         actions = np.asarray(self.model.predict_actions(images, [r.instruction for r in requests], unnorm_key=key))
         return [{"action": a} for a in actions]
 
     def reset(self) -> None:
         """OpenVLA is memoryless per step; nothing to forget."""
-
-
-def _config_value(cfg: Any, names: tuple[str, ...], default: Any) -> Any:
-    # metadata is descriptive: take the first of several attribute spellings the config may use
-    for name in names:
-        if hasattr(cfg, name):
-            value = getattr(cfg, name)
-            return list(value) if isinstance(value, tuple) else value
-    return default
-
-
-def _model_cameras(model: Any) -> tuple[str, ...]:
-    roles = _config_value(model.config, ("image_roles", "camera_roles", "roles"), ["primary"])
-    return tuple(roles)
 
 
 def load_policy(
@@ -176,4 +177,4 @@ def load_policy(
 
     model = vla.OpenVLA.from_pretrained(path, quantization=quantization)
     log.info("loaded %s", path)
-    return ModelPolicy(model, unnorm_key=unnorm_key)
+    return ModelPolicy(model, unnorm_key=unnorm_key, name=path.name)
