@@ -149,19 +149,25 @@ class KeyboardEStop:
 
             self._saved = termios.tcgetattr(fd)
             tty.setcbreak(fd)
+        if self._poll(fd, 0.0):  # a key typed before the start counts, before anything moves
+            return
         self._thread = threading.Thread(target=self._listen, args=(fd,), daemon=True, name="estop-keys")
         self._thread.start()
 
+    def _poll(self, fd: int, timeout: float) -> bool:
+        """Read what is waiting; True when listening is over (e-stop key seen, or end of input)."""
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if not ready:
+            return False
+        data = os.read(fd, 64)
+        if any(k in self._keys for k in data):
+            self._trigger("key")
+            return True
+        return not data
+
     def _listen(self, fd: int) -> None:
         while not self._stop.is_set():
-            ready, _, _ = select.select([fd], [], [], KEY_POLL_S)
-            if not ready:
-                continue
-            data = os.read(fd, 64)
-            if not data:
-                return
-            if any(k in self._keys for k in data):
-                self._trigger("key")
+            if self._poll(fd, KEY_POLL_S):
                 return
 
     def stop(self) -> None:
@@ -199,6 +205,8 @@ class GuardedRobot:
             self.estop_held.set()
 
     def reset(self, seed: int | None = None) -> Observation:
+        if self.estop_reason is not None:  # pressed before the episode began: do not start moving
+            raise EStopError(f"e-stop ({self.estop_reason}) before the episode started; nothing moved")
         self._last = self.robot.reset(seed)
         self.watchdog.kick()
         return self._last

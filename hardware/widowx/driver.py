@@ -237,16 +237,21 @@ class WidowX:
         self._bus.write(s.id, self._models[s.id].register("goal_pwm"), pwm)
         self._gripper_open = open_
 
-    def move_joints(self, q: np.ndarray, timeout_s: float | None = None) -> ArmState:
-        """Send joint goals and wait until every arm joint is within tolerance (or raise)."""
+    def move_joints(self, q: np.ndarray, timeout_s: float | None = None, holds: int | None = None) -> ArmState:
+        """Send joint goals and wait until every arm joint is within tolerance (or raise).
+
+        A hold() after the call began (or after `holds` was counted) aborts the move.
+        """
         q = np.asarray(q, dtype=np.float64)
         timeout_s = self.config.move_timeout_s if timeout_s is None else timeout_s
         with self._lock:
+            baseline = self._holds if holds is None else holds
+            if self._holds != baseline:
+                raise RobotMotionError("the move was interrupted by hold() (e-stop or watchdog); the arm holds")
             self._send_joints(q)
-            self._holds_at_start = self._holds
         deadline = time.monotonic() + timeout_s
         while True:
-            if self._holds != self._holds_at_start:
+            if self._holds != baseline:
                 raise RobotMotionError("the move was interrupted by hold() (e-stop or watchdog); the arm holds")
             state = self._checked_state()
             error = np.abs(state.q - q)
@@ -271,11 +276,12 @@ class WidowX:
     # -- robot.Robot ---------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> Observation:
         """Torque on, open the gripper, move to the home pose; `seed` is unused on hardware."""
+        holds = self._holds  # a hold() from here on (e-stop, watchdog) aborts the reset
         self.torque(True)
         with self._lock:
             self._gripper_open = None
             self._send_gripper(True)
-        state = self.move_joints(np.array(self.config.home))
+        state = self.move_joints(np.array(self.config.home), holds=holds)
         self._target = kinematics.forward(state.q)
         return self._observation(state)
 

@@ -132,18 +132,42 @@ def test_key_press_estop_holds_and_sends_nothing_more(config, emulator):
         robot.close()
 
 
-def test_ctrl_c_estop_leaves_the_arm_holding(config, emulator):
-    policy = StepPolicy()
-    server, thread = serve(policy)
-    _after_steps(policy, 3, os.kill, os.getpid(), signal.SIGINT)
+def test_estop_pressed_before_the_start_moves_nothing(config, emulator):
+    server, thread = serve(StepPolicy())
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"q")
     try:
-        robot, report = _run_connected(config, server, RunOptions("push", max_steps=200))
+        robot, report = _run_connected(config, server, RunOptions("push"), os.fdopen(read_fd, "rb"))
     finally:
         server.close()
         thread.join(timeout=5)
+        os.close(write_fd)
     try:
-        assert report.reason == ESTOP and "Ctrl-C" in report.error
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+        assert report.reason == ESTOP and report.steps == 0
+        assert emulator.get(2, "torque_enable") == 0  # still resting as it was
+    finally:
+        robot.close()
+
+
+def test_ctrl_c_estop_leaves_the_arm_holding(config, emulator):
+    policy = StepPolicy()
+    server, thread = serve(policy)
+    late = []  # a SIGINT landing after the run must not end the whole pytest session
+
+    def outer_handler(signum, frame):
+        late.append(signum)
+
+    outer = signal.signal(signal.SIGINT, outer_handler)
+    _after_steps(policy, 3, os.kill, os.getpid(), signal.SIGINT)
+    try:
+        robot, report = _run_connected(config, server, RunOptions("push", max_steps=200))
+        assert signal.getsignal(signal.SIGINT) is outer_handler  # the runner restored the handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
+        server.close()
+        thread.join(timeout=5)
+    try:
+        assert report.reason == ESTOP and "Ctrl-C" in report.error and not late
         assert _holding(emulator) and emulator.get(2, "torque_enable") == 1
     finally:
         robot.close()

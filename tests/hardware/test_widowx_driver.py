@@ -145,3 +145,16 @@ def test_park_rests_the_arm_and_drops_torque(arm, emulator):
     assert emulator.get(1, "torque_enable") == 0
     assert abs(emulator.get(2, "present_position") - rad_to_count(arm.config.sleep[1])) < 20
     assert (2, WRITE, TORQUE_ENABLE) in emulator.log()
+
+
+def test_hold_during_reset_aborts_the_move(arm, emulator):
+    import threading
+
+    from hardware.errors import RobotMotionError
+
+    threading.Timer(0.15, arm.hold).start()  # the e-stop key thread does this
+    with pytest.raises(RobotMotionError, match="interrupted by hold"):
+        arm.reset()  # sleep -> home takes ~0.6 s
+    time.sleep(0.2)
+    goal, present = emulator.get(2, "goal_position"), emulator.get(2, "present_position")
+    assert abs(goal - present) <= 2 and abs(goal - rad_to_count(arm.config.home[1])) > 20
