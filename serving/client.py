@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 _HANDSHAKE_FAILED = {
     zmq.EVENT_HANDSHAKE_FAILED_AUTH: "the server refused this client's key",
-    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the security handshake failed (does the server use --keys?)",
-    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the security handshake failed (key mismatch?)",
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: "the security handshake failed (one side uses CURVE keys, the other not)",
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: "the security handshake failed (the server may require CURVE keys: "
+                                          "pass keys=; or the keys do not match)",
 }
 
 

@@ -27,6 +27,8 @@ FRAME_MIN_BYTES = 1024  # arrays this large go as their own frame, never copied 
 ARRAY_KINDS = "biuf"  # bool, int, uint, float; object/void/str would mean pickle-like surprises
 MAX_NDIM = 8
 MAX_ID_CHARS = 128
+_REQUEST_KEYS = frozenset({"v", "id", "call", "body"})
+_ACT_KEYS = frozenset({"images", "instruction", "proprio", "unnorm_key", "options"})
 # Packs the small [dtype, shape, ref] lists inside array exts. msgpack.packb would build a Packer
 # with a fresh 256 KiB buffer per call; nested inside the outer packb that cost ~6 us per array.
 # Sharing one is safe: pack() of str/int/bytes lists runs no Python code, so it holds the GIL.
@@ -74,8 +76,10 @@ class ActRequest:
 # --- arrays -------------------------------------------------------------------------------------
 
 
-def decode_array(dtype: Any, shape: Any, buf: Any) -> np.ndarray:
-    """A read-only array over `buf` after checking dtype, shape and byte count against each other."""
+_DTYPES: dict[str, np.dtype] = {}  # accepted dtype strings (a few dozen exist), checked once
+
+
+def _checked_dtype(dtype: Any) -> np.dtype:
     if not isinstance(dtype, str) or len(dtype) > 8:
         raise ProtocolError(f"array dtype {dtype!r} must be a numpy dtype string such as '|u1' or '<f4'")
     try:
@@ -84,16 +88,24 @@ def decode_array(dtype: Any, shape: Any, buf: Any) -> np.ndarray:
         raise ProtocolError(f"array dtype {dtype!r} is not a numpy dtype string") from e
     if dt.kind not in ARRAY_KINDS or dt.fields is not None or dt.subdtype is not None:
         raise ProtocolError(f"array dtype {dtype!r} is not allowed; use bool, int, uint or float")
+    _DTYPES[dtype] = dt  # only accepted ones: the cache cannot grow with garbage input
+    return dt
+
+
+def decode_array(dtype: Any, shape: Any, buf: Any) -> np.ndarray:
+    """A read-only array over `buf` after checking dtype, shape and byte count against each other."""
+    dt = _DTYPES.get(dtype) if type(dtype) is str else None
+    if dt is None:
+        dt = _checked_dtype(dtype)
     # numpy 2 reshape reads any negative dimension as "infer", so negatives are refused here
-    if (
-        not isinstance(shape, list)
-        or len(shape) > MAX_NDIM
-        or not all(type(d) is int and d >= 0 for d in shape)
-    ):
+    if type(shape) is not list or len(shape) > MAX_NDIM:
         raise ProtocolError(f"array shape {shape!r} must be a list of at most {MAX_NDIM} non-negative ints")
-    if not isinstance(buf, (bytes, bytearray, memoryview)):
+    for d in shape:
+        if type(d) is not int or d < 0:
+            raise ProtocolError(f"array shape {shape!r} must be a list of at most {MAX_NDIM} non-negative ints")
+    if type(buf) is not bytes:  # frames arrive as bytes (recv copy=True), inline data as msgpack bin
         raise ProtocolError(f"array data must be bytes, got {type(buf).__name__}")
-    nbytes = memoryview(buf).nbytes
+    nbytes = len(buf)
     if math.prod(shape) * dt.itemsize != nbytes:
         raise ProtocolError(f"array header dtype={dtype} shape={shape} does not match a {nbytes}-byte frame")
     return np.frombuffer(buf, dt).reshape(shape)
@@ -199,8 +211,8 @@ def parse_request(header: Mapping[str, Any]) -> Request:
     body = header.get("body", {})
     if not isinstance(body, dict):
         raise ProtocolError(f"request field 'body' must be a map, got {type(body).__name__}")
-    unknown = set(header) - {"v", "id", "call", "body"}
-    if unknown:
+    if not _REQUEST_KEYS.issuperset(header):
+        unknown = set(header) - _REQUEST_KEYS
         raise ProtocolError(f"unknown request fields {sorted(map(str, unknown))}; allowed: v, id, call, body")
     return Request(rid, call, body)
 
@@ -225,8 +237,8 @@ def act_body(
 
 def parse_act(body: Mapping[str, Any], limits: RequestLimits) -> ActRequest:
     """A validated `ActRequest` from an `act` body; each mismatch names the field and the fix."""
-    unknown = set(body) - {"images", "instruction", "proprio", "unnorm_key", "options"}
-    if unknown:
+    if not _ACT_KEYS.issuperset(body):
+        unknown = set(body) - _ACT_KEYS
         raise ProtocolError(f"unknown act fields {sorted(map(str, unknown))}; allowed: images, instruction, proprio, unnorm_key, options")
     if "images" not in body or "instruction" not in body:
         raise ProtocolError("act needs 'images' ({camera: uint8 HxWx3}) and 'instruction' (str)")

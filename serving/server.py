@@ -59,7 +59,7 @@ class ServerStats:
     errors: collections.Counter = dataclasses.field(default_factory=collections.Counter)
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class _Pending:
     envelope: list  # ROUTER identity (+ empty delimiter for REQ/our DEALER)
     request_id: int | str
