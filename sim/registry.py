@@ -77,3 +77,9 @@ def get_task(name: str) -> TaskConfig:
         hint = f" did you mean {near[0]!r}?" if near else ""
         raise UnknownTaskError(f"no sim task {name!r};{hint} known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]
+
+
+def describe_tasks() -> str:
+    """One line per task: name first, then its description (what `vla sim list` prints)."""
+    width = max(map(len, TASKS))
+    return "\n".join(f"{name:<{width}}  {cfg.description}" for name, cfg in TASKS.items())
