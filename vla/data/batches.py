@@ -161,14 +161,16 @@ class _DatasetStream:
 
 def _sample_arrays(ref: _FrameRef, cfg: BatchConfig, stats: dict, name: str, seed: np.random.SeedSequence):
     """Decode, augment and gather one sample (runs on a worker thread; its rng comes with it)."""
-    rng = np.random.default_rng(seed)
     ep, t, s = ref.episode, ref.t, cfg.sampling
     aug = cfg.augment if cfg.train else None
     steps = [max(t - k, 0) for k in range(s.history - 1, -1, -1)]
     images = {}
     for role in cfg.roles:
         frames = ep.images[role]
-        images[role] = np.stack([augment_image(decode_image(frames[i]), cfg.image_size, aug, rng) for i in steps])
+        # a fresh generator from the same seed per image: one crop and one colour jitter for the whole
+        # history window, so frames of a window differ only by what happened in the scene
+        images[role] = np.stack([augment_image(decode_image(frames[i]), cfg.image_size, aug,
+                                               np.random.default_rng(seed)) for i in steps])
     idx = np.arange(t, t + s.action_chunk)
     valid = idx < len(ep)
     chunk = np.zeros((s.action_chunk, ep.action.shape[1]), np.float32)
@@ -202,8 +204,9 @@ def _collate(samples: list[dict], cfg: BatchConfig, processor: Processor | None,
         "instructions": [x["instruction"] for x in samples],
         "dataset_names": [x["dataset"] for x in samples],
     }
-    if len({x["proprio"].shape for x in samples}) == 1:
-        out["proprio"] = np.stack([x["proprio"] for x in samples])
+    widths = {x["proprio"].shape for x in samples}
+    # datasets of a mixture may differ in proprio width: then it stays a list, one array per sample
+    out["proprio"] = np.stack([x["proprio"] for x in samples]) if len(widths) == 1 else [x["proprio"] for x in samples]
     if processor is None:
         for role in cfg.roles:
             out[f"images_{role}"] = np.stack([x["images"][role] for x in samples])  # uint8 [B, H, S, S, 3]

@@ -35,6 +35,14 @@ def test_train_batches_shapes_and_mixture(data_dir, tmp_path):
     assert b["images_primary"].shape == (8, 2, 32, 32, 3) and b["images_primary"].dtype == np.uint8
     assert b["actions"].shape == (8, 3, 7) and b["action_mask"].shape == (8, 3)
     assert np.all(np.abs(b["actions"]) <= 1.0)
+    assert isinstance(b["proprio"], list) or b["proprio"].shape[0] == 8  # toto 7 vs viola 9 proprio dims
+    # one crop/jitter per history window: where both frames are the same step, the images match
+    first_steps = 0
+    for batch in batches:
+        same = ~batch["history_mask"][:, 0]
+        first_steps += int(same.sum())
+        np.testing.assert_array_equal(batch["images_primary"][same, 0], batch["images_primary"][same, 1])
+    assert first_steps > 0
     norm_stats = mixture_norm_stats("both", data_dir, mixtures_path=mixtures)
     assert set(norm_stats) == {"toto", "viola"} and norm_stats["viola"]["num_transitions"] == 15
     names = [n for b in batches for n in b["dataset_names"]]
