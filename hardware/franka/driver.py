@@ -76,6 +76,7 @@ class Franka:
             raise _translate(franky, e, config.host, "connect") from e
         self._target: np.ndarray | None = None
         self._gripper_open: bool | None = None
+        self._holds = 0  # hold() calls so far: a blocking move aborts when this changes
         self._cameras = open_cameras(config.cameras)
 
     # -- state ---------------------------------------------------------------------------------
@@ -130,30 +131,46 @@ class Franka:
             self._run("gripper grasp", g.grasp_async, 0.0, c.gripper_speed, c.gripper_force, 1.0, 1.0)
         self._gripper_open = open_
 
-    def move_joints(self, q: np.ndarray) -> None:
-        """Move to joint angles `q` [7] and wait (libfranka checks the joint limits)."""
+    def move_joints(self, q: np.ndarray, holds: int | None = None) -> None:
+        """Move to joint angles `q` [7] and wait (libfranka checks the joint limits); a hold() aborts it."""
+        baseline = self._holds if holds is None else holds
         motion = self._franky.JointMotion(list(np.asarray(q, dtype=np.float64)))
-        self._run("joint motion", self._robot.move, motion)
+        with self._lock:
+            if self._holds != baseline:
+                raise RobotMotionError("the move was interrupted by hold() (e-stop or watchdog); the arm holds")
+            self._run("joint motion", self._robot.move, motion, asynchronous=True)
+        self._join("joint motion", baseline)
+
+    def _join(self, what: str, holds: int) -> None:
+        # no lock while waiting: hold() must be able to stop the motion from another thread
+        try:
+            self._robot.join_motion()
+        except self._franky.Exception as e:
+            if self._holds != holds:
+                raise RobotMotionError("the move was interrupted by hold() (e-stop or watchdog); the arm holds") from e
+            raise _translate(self._franky, e, self.config.host, what) from e
 
     def hold(self) -> None:
         """Stop the running motion where the arm is now."""
-        self._run("stop", self._robot.stop)
-        try:  # wait for the stop; the stopped motion reports "preempted", which is what we asked for
-            with self._lock:
+        with self._lock:
+            self._holds += 1
+            self._run("stop", self._robot.stop)
+            try:  # wait for the stop; the stopped motion reports "preempted", which is what we asked for
                 self._robot.join_motion()
-        except self._franky.ControlException as e:
-            if "preempted" not in str(e):
-                raise _translate(self._franky, e, self.config.host, "stop") from e
+            except self._franky.ControlException as e:
+                if "preempted" not in str(e):
+                    raise _translate(self._franky, e, self.config.host, "stop") from e
         self._target = self.read_state()["pose"]
         log.info("holding at %s", np.round(self._target[:3, 3], 4).tolist())
 
     # -- robot.Robot ---------------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> Observation:
         """Recover from errors, move to the home pose, open the gripper; `seed` is unused on hardware."""
+        holds = self._holds  # a hold() from here on (e-stop, watchdog) aborts the reset
         if self.config.recover_on_reset and self._robot.has_errors:
             log.warning("recovering from errors: %s", self.read_state()["errors"])
             self.recover()
-        self.move_joints(np.array(self.config.home))
+        self.move_joints(np.array(self.config.home), holds=holds)
         if self._gripper is not None:
             self._run("gripper open", self._gripper.move, float(self._gripper.max_width), self.config.gripper_speed)
         self._gripper_open = True
@@ -180,7 +197,7 @@ class Franka:
 
     def wait(self) -> None:
         """Block until the running motion ends (raises if a reflex aborted it)."""
-        self._run("Cartesian motion", self._robot.join_motion)
+        self._join("Cartesian motion", self._holds)
 
     def close(self, park: bool = False) -> None:
         """Release cameras; with `park`, move home first. The controller keeps holding the arm."""

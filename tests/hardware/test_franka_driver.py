@@ -121,6 +121,20 @@ def test_hold_stops_a_running_motion(arm):
     assert held[2] - start[2] < 0.045  # stopped short of the target
 
 
+def test_hold_during_reset_aborts_the_move(arm):
+    import threading
+
+    from hardware.errors import RobotMotionError
+
+    away = np.array(arm.config.home) + np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    arm.move_joints(away)
+    threading.Timer(0.2, arm.hold).start()
+    with pytest.raises(RobotMotionError, match="interrupted by hold"):
+        arm.reset()
+    q = arm.observe().info["joints"]
+    assert 0.02 < q[0] < 0.38  # stopped between where it was and home
+
+
 def test_runner_drives_the_simulated_fr3(arm):
     pytest.importorskip("serving.server")
     from serving.client import PolicyClient
