@@ -13,6 +13,7 @@ import math
 
 from hardware.cameras import CameraConfig
 from hardware.errors import ConfigError
+from hardware.spec import delta_pose_spec
 from robot.safety import SafetyLimits
 from robot.types import EmbodimentSpec
 
@@ -72,15 +73,7 @@ class FrankaConfig:
 
     def spec(self) -> EmbodimentSpec:
         """The embodiment this arm presents (end-effector deltas + gripper)."""
-        t, r = self.safety.max_translation, self.safety.max_rotation
-        return EmbodimentSpec(
-            name="franka",
-            control_hz=self.control_hz,
-            action_low=(-t, -t, -t, -r, -r, -r, 0.0),
-            action_high=(t, t, t, r, r, r, 1.0),
-            cameras=tuple(c.spec() for c in self.cameras),
-            proprio_names=("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
-        )
+        return delta_pose_spec("franka", self.control_hz, self.safety, self.cameras)
 
     def make(self):
         """Connect to the arm (and open its cameras)."""

@@ -17,8 +17,9 @@ import math
 from hardware.cameras import CameraConfig
 from hardware.dynamixel.tables import MODELS, OperatingMode
 from hardware.errors import ConfigError
+from hardware.spec import delta_pose_spec
 from robot.safety import SafetyLimits
-from robot.types import ACTION_NAMES, EmbodimentSpec
+from robot.types import EmbodimentSpec
 
 COUNTS_PER_REV = 4096
 CENTER_COUNT = 2048  # 0 rad
@@ -142,16 +143,7 @@ class WidowXConfig:
 
     def spec(self) -> EmbodimentSpec:
         """The embodiment this arm presents (Bridge action space)."""
-        t, r = self.safety.max_translation, self.safety.max_rotation
-        return EmbodimentSpec(
-            name="widowx250",
-            control_hz=self.control_hz,
-            action_low=(-t, -t, -t, -r, -r, -r, 0.0),
-            action_high=(t, t, t, r, r, r, 1.0),
-            cameras=tuple(c.spec() for c in self.cameras),
-            proprio_names=("x", "y", "z", "roll", "pitch", "yaw", "gripper"),
-            action_names=ACTION_NAMES,
-        )
+        return delta_pose_spec("widowx250", self.control_hz, self.safety, self.cameras)
 
     def make(self):
         """Connect to the arm (and open its cameras)."""
