@@ -7,9 +7,14 @@ scene and closes the loop every step, so it tracks objects that move and retries
 Phases: approach (above the object, gripper open, yaw aligned) -> descend -> close -> lift ->
 [carry above the target -> lower -> open -> retreat] -> hold.
 
-Variants (`sim.config.EXPERT_VARIANTS`): `expert` (clean), `noisy` (Gaussian action noise),
-`suboptimal` (a seed-drawn lateral grasp error and slower motion: deliberately worse data for
-value learning). Each episode's random draws come from (expert seed, episode seed).
+Variants (`sim.config.EXPERT_VARIANTS`; V-GPS needs mixed-quality data):
+- `expert`: clean waypoints; a lost grasp is retried.
+- `noisy`: the expert plus Gaussian noise on every translation and rotation.
+- `suboptimal`: one deliberate mistake per episode, drawn from the seed (as the WidowX experts):
+  an off-centre grasp (along the fingers' closing axis), closing the gripper too high, or opening
+  it early (halfway up for Lift, above the target instead of on it otherwise); no retries, so
+  some episodes fail, which is the point.
+Each episode's random draws come from (expert seed, episode seed).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ from sim.robosuite_scenes import MAX_ROTATION, MAX_TRANSLATION, RobosuiteScene
 from sim.robosuite_tasks import RobosuiteTask
 
 OPEN, CLOSED = 1.0, 0.0
+MISTAKES = ("off_centre", "close_high", "release_early")  # `suboptimal`: one per episode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +52,8 @@ class ExpertGains:
     open_steps: int = 4
     lost_grasp: float = 0.06  # object farther than this from the gripper while carrying: regrasp
     noise_std: tuple[float, float] = (0.004, 0.02)  # `noisy`: translation (m), rotation (rad) per step
-    suboptimal_offset: tuple[float, float] = (0.012, 0.025)  # `suboptimal`: lateral grasp error range (m)
-    suboptimal_slowdown: float = 0.5  # `suboptimal`: gains scaled by this
+    off_centre: float = 0.03  # `off_centre` mistake: grasp this far along the closing axis (m)
+    close_high: float = 0.035  # `close_high` mistake: close the fingers this far above the grasp point (m)
 
 
 def _wrap(angle: float) -> float:
@@ -74,12 +80,8 @@ class WaypointExpert:
         self._last_eef = np.full(3, np.inf)
         self._grasp_offset = np.zeros(3)  # object position minus gripper position once grasped
         self._lift_z = 0.0
-        self._offset = np.zeros(3)
-        self._slow = 1.0
-        if self.variant == "suboptimal":
-            angle = self._rng.uniform(0, 2 * math.pi)
-            self._offset = self._rng.uniform(*g.suboptimal_offset) * np.array([math.cos(angle), math.sin(angle), 0])
-            self._slow = g.suboptimal_slowdown
+        self.mistake = MISTAKES[self._rng.integers(len(MISTAKES))] if self.variant == "suboptimal" else None
+        self._side = self._rng.choice([-1.0, 1.0])  # which finger the off-centre grasp favours
 
     def act(self, obs, instruction: str) -> np.ndarray:
         """The next action for the scene's current state (obs is not needed: the state is privileged)."""
@@ -110,10 +112,10 @@ class WaypointExpert:
         g = self.gains
         pos, rot = self.scene.eef_pose()
         err = target - pos
-        step = err * g.position_gain * self._slow
+        step = err * g.position_gain
         norm = np.linalg.norm(step)
-        if norm > g.max_step * self._slow:
-            step *= g.max_step * self._slow / norm
+        if norm > g.max_step:
+            step *= g.max_step / norm
         want = Rotation.from_euler("xyz", [math.pi, 0.0, yaw])
         turn = (want * rot.inv()).as_euler("xyz") * g.rotation_gain
         turn = np.clip(turn, -g.max_turn, g.max_turn)
@@ -124,13 +126,18 @@ class WaypointExpert:
         g, task = self.gains, self.task
         eef, eef_rot = self.scene.eef_pose()
         obj, _ = self.scene.body_pose(task.grasp_body)
-        grasp_point = obj + self._offset - np.array([0.0, 0.0, task.grasp_depth])
+        grasp_point = obj - np.array([0.0, 0.0, task.grasp_depth])
+        if self.mistake == "off_centre":
+            closing = eef_rot.apply([0.0, 1.0, 0.0])  # Panda fingers slide along the hand's y axis
+            grasp_point = grasp_point + self._side * g.off_centre * closing * [1, 1, 0]
+        elif self.mistake == "close_high":
+            grasp_point = grasp_point + [0, 0, g.close_high]
         self._last_eef, last = eef, self._last_eef
         if self._phase == "approach":
             self._yaw_hold = eef_rot.as_euler("xyz")[2]
         yaw = self._target_yaw(eef_rot)
         carrying = self._phase in ("lift", "carry", "lower")
-        if carrying and np.linalg.norm(obj - (eef + self._grasp_offset)) > g.lost_grasp:
+        if carrying and self.mistake is None and np.linalg.norm(obj - (eef + self._grasp_offset)) > g.lost_grasp:
             self._phase, self._timer = "approach", 0  # dropped it: start over
         phase = self._phase
         if phase == "approach":
@@ -152,7 +159,9 @@ class WaypointExpert:
         elif phase == "lift":
             target = np.array([eef[0], eef[1], self._lift_z - self._grasp_offset[2]])
             action, err, _ = self._move(target, self._yaw_hold, CLOSED)
-            if err < g.coarse_tol and task.target_body is not None:
+            if self.mistake == "release_early" and task.target_body is None and err < task.lift_height / 2:
+                self._phase, self._timer = "open", 0  # lets go halfway up
+            elif err < g.coarse_tol and task.target_body is not None:
                 self._phase = "carry"
         elif phase in ("carry", "lower"):
             goal, _ = self.scene.body_pose(task.target_body)
@@ -160,7 +169,8 @@ class WaypointExpert:
             above = release + [0, 0, g.hover]
             action, err, _ = self._move(above if phase == "carry" else release, self._yaw_hold, CLOSED)
             if phase == "carry" and err < g.coarse_tol:
-                self._phase = "lower"
+                early = self.mistake == "release_early"
+                self._phase, self._timer = ("open", 0) if early else ("lower", 0)
             elif phase == "lower" and err < g.coarse_tol:  # a drop from +-2 cm is fine
                 self._phase, self._timer = "open", 0
         elif phase == "open":

@@ -136,8 +136,9 @@ def _find_sampler(root, name: str):
 
 
 def shift_camera(pos: np.ndarray, quat_wxyz: np.ndarray, shift: CameraShift, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Move a camera `shift.distance_m` in a seed-drawn direction and turn it `shift.angle_deg` about
-    a seed-drawn axis perpendicular to its optical axis (a pan/tilt mix, as a bumped tripod)."""
+    """A camera pose moved `shift.distance_m` and turned `shift.angle_deg`, directions drawn from `seed`."""
+    # translation: uniform on the sphere; turn: about an axis across the optical axis (a pan/tilt
+    # mix, as a bumped tripod; no roll about the optical axis)
     rng = np.random.default_rng([seed, _CAMERA_SHIFT_STREAM])
     direction = rng.normal(size=3)
     direction /= np.linalg.norm(direction)
@@ -199,6 +200,8 @@ class RobosuiteScene:
         self._cam_id = model.camera(THIRD_PERSON_CAMERA).id
         self._cam_home = (model.cam_pos[self._cam_id].copy(), model.cam_quat[self._cam_id].copy())
         render.apply(model)
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)  # the offscreen buffer holds a frame
+        model.vis.global_.offheight = max(model.vis.global_.offheight, size)
         cameras = {c.name: model.camera(c.name).id for c in self.spec.cameras}
         self._renderer = OffscreenRenderer(model, size, size, cameras) if cameras else None
         self._safety = SafetyFilter(PANDA_LIMITS, log_level=logging.DEBUG)  # clamps go to StepResult.info

@@ -77,17 +77,30 @@ def test_noisy_expert_still_lifts_and_differs_from_the_clean_one():
     assert not np.allclose(np.stack(clean.actions[:5]), np.stack(noisy.actions[:5]))
 
 
-def test_suboptimal_expert_grasps_off_centre():
+def test_suboptimal_expert_makes_one_seeded_mistake_per_episode():
     task = sim.get_task("lift")
     scene = task.make(seed=0, options=SceneOptions(render_images=False))
     try:
         clean, worse = task.expert(scene, "expert", seed=0), task.expert(scene, "suboptimal", seed=0)
-        results = {}
-        for name, expert in (("clean", clean), ("worse", worse)):
-            _rollout(scene, expert, task.instruction, seed=4, max_steps=12, stop_on_success=False)
-            cube, _ = scene.body_pose("cube_main")
-            results[name] = np.linalg.norm((scene.eef_pose()[0] - cube)[:2])
-        assert results["worse"] > results["clean"] + 0.008  # aims beside the cube
+        mistakes, gaps = {}, {}
+        for seed in range(6):
+            for name, expert in (("clean", clean), ("worse", worse)):
+                obs = scene.reset(seed=seed)
+                for _ in range(task.max_steps):  # until it closes the fingers
+                    action = expert.act(obs, task.instruction)
+                    if action[6] == 0.0:
+                        break
+                    obs = scene.act(action).observation
+                cube, _ = scene.body_pose("cube_main")
+                gaps[name, seed] = scene.eef_pose()[0] - cube
+            mistakes[seed] = worse.mistake
+        assert clean.mistake is None and len(set(mistakes.values())) >= 2
+        for seed, mistake in mistakes.items():
+            assert np.linalg.norm(gaps["clean", seed]) < 0.015
+            if mistake == "off_centre":  # beside the cube
+                assert np.linalg.norm(gaps["worse", seed][:2]) > 0.02
+            elif mistake == "close_high":  # above it
+                assert gaps["worse", seed][2] > 0.025
     finally:
         scene.close()
 
