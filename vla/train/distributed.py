@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from vla.train.errors import TrainConfigError
+from vla.train.errors import TrainConfigError, TrainError
 
 if TYPE_CHECKING:
     from vla.train.config import FinetuneConfig
@@ -150,7 +150,7 @@ def no_grad_sync(wrapped: nn.Module, skip: bool) -> Iterator[None]:
         yield
 
 
-def launch(config: "FinetuneConfig", nproc: int) -> int:
+def launch(config: "FinetuneConfig", nproc: int, timeout_s: float | None = None) -> int:
     """Run `config` under torchrun with `nproc` local processes (`python -m vla.train`); their exit code."""
     import tempfile
 
@@ -162,4 +162,7 @@ def launch(config: "FinetuneConfig", nproc: int) -> int:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "vla.train", "--config-file", str(path)]
         log.info("launching %s", " ".join(cmd))
-        return subprocess.run(cmd, check=False).returncode
+        try:
+            return subprocess.run(cmd, check=False, timeout=timeout_s).returncode
+        except subprocess.TimeoutExpired as e:
+            raise TrainError(f"torchrun with {nproc} processes ran past {timeout_s} s and was stopped") from e

@@ -201,7 +201,7 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
                         bad = ctx.all_sum([0.0 if torch.isfinite(loss) else 1.0])[0]
                         if bad:
                             raise NonFiniteLossError(
-                                f"the loss is {float(loss)} at step {step + 1} (micro-batch {i} on rank {ctx.rank}: "
+                                f"the loss is {float(loss.detach())} at step {step + 1} (micro-batch {i} on rank {ctx.rank}: "
                                 f"frames {idx.tolist()}, first instruction {data.train.instructions[idx[0]]!r}); "
                                 f"stopped before updating the weights. The last good checkpoint "
                                 f"({last_ckpt or 'none yet'}) is intact; lower --optim.lr, keep "
