@@ -5,7 +5,7 @@ import dataclasses
 import logging
 import pathlib
 import sys
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
@@ -16,7 +16,7 @@ from vla.data.errors import DataError
 class Stats:
     """Print (and optionally write) a dataset's statistics JSON in the checkpoint norm_stats format."""
 
-    name: tyro.conf.Positional[str]  # dataset name (registry entry or a converted set)
+    name: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="NAME")]  # dataset name (registry entry or a converted set)
     data_dir: pathlib.Path  # folder holding <name>/<version>/dataset_info.json
     out: pathlib.Path | None = None  # also write the JSON here
 
@@ -30,7 +30,7 @@ class Stats:
 class Inspect:
     """Print the schema and episode count; write a contact sheet PNG of standardized frames."""
 
-    name: tyro.conf.Positional[str]  # dataset name
+    name: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="NAME")]  # dataset name
     data_dir: pathlib.Path  # folder holding <name>/<version>/
     out: pathlib.Path | None = None  # contact sheet path (default: ./<name>_contact_sheet.png)
     frames: int = 6  # frames on the sheet
@@ -45,8 +45,8 @@ class Inspect:
 class Convert:
     """Convert a demo set (folder | robomimic | lerobot) into RLDS shards under OUT/NAME/<version>/."""
 
-    src: tyro.conf.Positional[pathlib.Path]  # demo folder, robomimic .hdf5, or LeRobot root
-    out: tyro.conf.Positional[pathlib.Path]  # output data_dir
+    src: Annotated[tyro.conf.Positional[pathlib.Path], tyro.conf.arg(metavar="SRC")]  # demo folder, robomimic .hdf5, or LeRobot root
+    out: Annotated[tyro.conf.Positional[pathlib.Path], tyro.conf.arg(metavar="OUT")]  # output data_dir
     format: Literal["folder", "robomimic", "lerobot"]  # source format
     name: str | None = None  # dataset name (default: the source's name)
     episodes: str | None = None  # comma-separated episode indices, e.g. 0,3,7 (default: all)
