@@ -118,13 +118,13 @@ class PolicyClient:
         rid = next(self._ids)
         frames = protocol.pack_request(rid, call, body)
         try:
-            self._sock.send_multipart([b"", *frames])
+            protocol.send_frames(self._sock, [b"", *frames])
         except zmq.Again:
             raise self._timeout("connection") from None
         deadline, shortened = time.monotonic() + self.timeout_s, False
         while True:
             try:
-                msg = self._sock.recv_multipart()
+                msg = protocol.recv_frames(self._sock)
             except zmq.Again:
                 raise self._timeout("reply") from None
             if not msg or len(msg[0]) != 0:

@@ -18,6 +18,7 @@ from serving.protocol import ActRequest
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 256  # upper bound on options["n_samples"]: candidates for re-ranking, not a data set
+ADAPTER_CONFIG = "adapter_config.json"  # peft's file name: the folder is an adapter, not a full model
 PRIMARY = "primary"  # the camera role a single-image model is given (as robot.rigs names it)
 # options a sampling model's predict_actions takes (V-GPS asks for K candidates)
 SAMPLING_OPTIONS = {"n_samples": f"int 1..{MAX_SAMPLES}: return that many sampled candidates",
@@ -173,6 +174,9 @@ def load_policy(
     if not path.is_dir():
         raise ServerConfigError(f"checkpoint folder {path} does not exist; pass a folder written by "
                                 "`model.save_pretrained` or `vla finetune` (or --noop to test wiring)")
+    if (path / ADAPTER_CONFIG).is_file():
+        raise ServerConfigError(f"{path} holds LoRA adapter files ({ADAPTER_CONFIG}); serving an adapter on its base "
+                                "is not supported yet: fine-tune with --merge (or merge the adapter) and serve that folder")
     import vla  # deferred: `vla serve --noop` and the client never load torch
 
     model = vla.OpenVLA.from_pretrained(path, quantization=quantization)

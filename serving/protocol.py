@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import msgpack
 import numpy as np
+import zmq
 
 from serving.errors import (
     ERROR_TYPES,
@@ -168,6 +169,29 @@ def unpack(frames: list) -> dict[str, Any]:
     if len(used) != len(frames) - 1:
         raise ProtocolError(f"{len(frames) - 1} array frames sent but {len(used)} referenced by the header")
     return header
+
+
+# --- frames on a socket --------------------------------------------------------------------------
+
+# plain ints: pyzmq's send_multipart/recv_multipart combine IntFlag members on every frame, which
+# cost ~10 us per request and reply here
+_SNDMORE, _RCVMORE = int(zmq.SNDMORE), int(zmq.RCVMORE)
+
+
+def send_frames(sock: zmq.Socket, frames: list, flags: int = 0) -> None:
+    """Send `frames` as one multipart message (copying each buffer once into zmq)."""
+    send, last = sock.send, len(frames) - 1
+    for i, frame in enumerate(frames):
+        send(frame, flags | _SNDMORE if i < last else flags)
+
+
+def recv_frames(sock: zmq.Socket, flags: int = 0) -> list[bytes]:
+    """Receive one multipart message as a list of bytes."""
+    recv, more = sock.recv, sock.getsockopt
+    frames = [recv(flags)]
+    while more(_RCVMORE):
+        frames.append(recv())
+    return frames
 
 
 # --- requests (client -> server) ----------------------------------------------------------------

@@ -154,7 +154,7 @@ class PolicyServer:
                 if not self._pending:
                     # block inside zmq with no timeout: a receive timeout cost ~25 us per request here;
                     # close() and signals wake this call with a message on the inproc endpoint
-                    self._handle_safely(sock.recv_multipart())
+                    self._handle_safely(protocol.recv_frames(sock))
                 self._drain()
                 if self.options.batch_window_s and self._pending:
                     self._wait_window()
@@ -212,7 +212,7 @@ class PolicyServer:
         with self._wake_lock:
             if not self._closed:
                 try:
-                    self._waker.send_multipart([b"", b""], zmq.NOBLOCK)
+                    protocol.send_frames(self._waker, [b"", b""], zmq.NOBLOCK)
                 except zmq.ZMQError:  # a wake message is already queued: the loop will wake anyway
                     pass
 
@@ -228,7 +228,7 @@ class PolicyServer:
         """Handle every message already queued on the socket, without blocking."""
         sock = self._sock
         while sock.getsockopt(_EVENTS) & _POLLIN:
-            self._handle_safely(sock.recv_multipart())
+            self._handle_safely(protocol.recv_frames(sock))
 
     def _handle_safely(self, frames: list) -> None:
         if frames[0] == self._wake_id:
@@ -327,7 +327,7 @@ class PolicyServer:
 
     def _send(self, envelope: list, frames: list) -> None:
         try:
-            self._sock.send_multipart([*envelope, *frames])
+            protocol.send_frames(self._sock, [*envelope, *frames])
         except zmq.ZMQError as e:  # the client went away; nothing to answer
             log.warning("reply not sent: %s", e)
 

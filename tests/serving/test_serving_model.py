@@ -124,3 +124,11 @@ def test_vla_serve_loads_a_checkpoint_folder(tiny_model, tmp_path: pathlib.Path)
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_adapter_folders_are_refused_with_the_way_out(tmp_path: pathlib.Path) -> None:
+    from serving.policies import load_policy
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    with pytest.raises(ServerConfigError, match="--merge"):
+        load_policy(tmp_path)
