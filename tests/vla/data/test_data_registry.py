@@ -141,3 +141,16 @@ def test_real_bridge_frames(shared_dir):
     assert f["images"]["primary"].shape == (64, 64, 3) and f["action"].shape == (7,)
     assert f["instruction"] in {"flip pot upright which is in sink", "put carrot on plate",
                                 "put cup from counter or drying rack into sink", "turn lever vertical to front"}
+
+
+def test_shards_named_without_of_n_suffix(tmp_path):
+    # some published datasets name shards NAME-train.tfrecord-00000; dataset_info.json says so
+    import json
+
+    path = write_synthetic(tmp_path, REGISTRY.get("toto"), num_episodes=2, steps=2)
+    (shard,) = path.glob("*.tfrecord*")
+    shard.rename(path / "toto-train.tfrecord-00000")
+    info = json.loads((path / "dataset_info.json").read_text())
+    info["splits"][0]["filepathTemplate"] = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_INDEX}"
+    (path / "dataset_info.json").write_text(json.dumps(info))
+    assert len(list(iter_episodes(open_dataset("toto", tmp_path)))) == 2
