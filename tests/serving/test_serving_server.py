@@ -17,6 +17,7 @@ from serving.client import PolicyClient
 from serving.errors import (
     OverloadedError,
     PolicyFailedError,
+    PolicyServerError,
     RequestRejectedError,
     ServerConfigError,
     VersionMismatchError,
@@ -215,3 +216,37 @@ def test_fuzz_every_message_gets_one_error_reply_and_serving_continues(fuzz_targ
         assert header["error"]["type"] in ("BadRequest", "VersionMismatch", "TooLarge")
     ok = _raw_call(sock, protocol.pack_request(1, "act", protocol.act_body({"a": np.zeros((4, 4, 3), np.uint8)}, "x")))
     assert ok["result"]["action"].shape == (7,)
+
+
+def test_a_batch_window_gathers_requests_that_arrive_soon_after(start_server, image) -> None:
+    policy = SlowEchoPolicy()
+    server = start_server(policy, options=ServerOptions(batch_window_s=0.5))
+    sock = _raw_dealer(server.address)
+    start = time.monotonic()
+    sock.send_multipart([b"", *protocol.pack_request(0, "act", protocol.act_body({"a": image}, "0"))])
+    time.sleep(0.1)  # well inside the window: joins the first request's batch
+    sock.send_multipart([b"", *protocol.pack_request(1, "act", protocol.act_body({"a": image}, "1"))])
+    replies = [protocol.unpack(sock.recv_multipart()[1:]) for _ in range(2)]
+    assert policy.batches == [2] and {r["timing"]["batch_size"] for r in replies} == {2}
+    assert time.monotonic() - start >= 0.45  # the first request waited for the window
+
+
+class _BuggyPolicy(NoopPolicy):
+    def check(self, request) -> None:
+        if request.instruction == "bug":
+            raise KeyError("a bug in the policy's own checks")
+
+
+def test_a_policy_bug_is_an_internal_error_reply_not_a_crash(start_server, image) -> None:
+    server = start_server(_BuggyPolicy(7))
+    with PolicyClient(server.address, timeout_s=5) as client:
+        with pytest.raises(PolicyServerError, match="InternalError: KeyError"):
+            client.act(images={"a": image}, instruction="bug")
+        assert client.act(images={"a": image}, instruction="fine").action.shape == (7,)
+
+
+def test_bad_server_options_are_refused() -> None:
+    with pytest.raises(ServerConfigError, match="max_batch >= 1"):
+        ServerOptions(max_batch=0)
+    with pytest.raises(ServerConfigError, match="max_batch >= 1"):
+        ServerOptions(batch_window_s=-1.0)
