@@ -222,3 +222,14 @@ def test_cli_stats_inspect_and_errors(tmp_path, capsys):
     assert "did you mean ['cli_set'" in capsys.readouterr().err
     assert data_main(["convert", str(src), str(tmp_path / "out"), "--format", "folder", "--episodes", "0,9"]) == 1
     assert "episodes [9] are not in" in capsys.readouterr().err
+
+
+def test_lerobot_missing_video_is_named(tmp_path):
+    src = make_lerobot_v3(tmp_path / "v3set", lengths=(3, 3))
+    video = src / "videos" / "observation.images.front" / "chunk-000" / "file-000.mp4"
+    video.unlink()
+    with pytest.raises(ConvertError, match=r"file-000\.mp4 is missing.*--drop-camera"):
+        convert(src, tmp_path / "out", "lerobot", progress=False)
+    with pytest.raises(ConvertError, match="no camera left"):
+        convert(src, tmp_path / "out", "lerobot", drop_cameras=["observation.images.front"], progress=False)
+    assert not (tmp_path / "out").exists()
