@@ -1,0 +1,115 @@
+"""predict_action latency on CPU: ours (one prefill + KV-cache greedy steps) vs transformers generate().
+
+Both paths run the same model, image processing and prompt; the peer decodes with
+`LlamaForCausalLM.generate(inputs_embeds=..., max_new_tokens=n, do_sample=False)` in the same process.
+PERFORMANCE.md's figure for the original OpenVLA code on the reference checkpoint (32 ms p50,
+2 threads) is printed with our ratio against it. Usage:
+
+    .venv/bin/python benchmarks/predict_action.py [--calls 50] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import time
+
+import numpy as np
+import torch
+import transformers
+from PIL import Image
+
+import vla
+from vla.model.normalization import select_stats, statistics_from_arrays, unnormalize_actions
+
+REFERENCE = pathlib.Path(os.environ.get("VLA_SHARED", pathlib.Path(__file__).resolve().parents[2] / "shared")) \
+    / "reference" / "openvla-tiny"
+ORIGINAL_P50_MS = 32.0  # PERFORMANCE.md: original OpenVLA HF code on reference/openvla-tiny, 2 CPU threads
+WARMUP = 5
+
+
+class ActionTokensOnly(transformers.LogitsProcessor):
+    """Restrict generate() to the action-token ids, as our decode does."""
+
+    def __init__(self, model: vla.OpenVLA) -> None:
+        self.first, self.last = model.action_tokenizer.first_id, model.action_tokenizer.last_id
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        masked = torch.full_like(scores, float("-inf"))
+        masked[:, self.first: self.last + 1] = scores[:, self.first: self.last + 1]
+        return masked
+
+
+def generate_peer(model: vla.OpenVLA, images: list, instructions: list[str], unnorm_key: str | None) -> np.ndarray:
+    """The same prediction, decoded by transformers' generate() instead of our loop."""
+    _, stats = select_stats(model.norm_stats, unnorm_key)
+    with torch.inference_mode():
+        pixel_values = model.processor.process_images(images)
+        prompts = model.processor.encode_prompts(instructions)
+        embeds, mask = model._prefill_inputs(prompts["input_ids"], prompts["attention_mask"],
+                                             model.embed_images(pixel_values))
+        out = model.language_model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=stats.dim,
+                                            min_new_tokens=stats.dim, do_sample=False,
+                                            pad_token_id=model.processor.tokenizer.pad_id,
+                                            logits_processor=transformers.LogitsProcessorList([ActionTokensOnly(model)]))
+    tokens = out[:, -stats.dim:].numpy()
+    return unnormalize_actions(model.action_tokenizer.decode(tokens), stats)
+
+
+def timed(fn, calls: int) -> tuple[float, float]:
+    """Median and p90 latency in ms over `calls` after warm-up."""
+    for _ in range(WARMUP):
+        fn()
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    ms = np.array(times) * 1e3
+    return float(np.median(ms)), float(np.percentile(ms, 90))
+
+
+def bench(name: str, model: vla.OpenVLA, image, instruction: str, key: str | None, calls: int) -> None:
+    ours_action = model.predict_action(image, instruction, key)
+    peer_action = generate_peer(model, [image], [instruction], key)[0]
+    same = np.array_equal(ours_action, peer_action)
+    rows = {
+        "ours    x1": timed(lambda: model.predict_action(image, instruction, key), calls),
+        "generate x1": timed(lambda: generate_peer(model, [image], [instruction], key), calls),
+        "ours    x8": timed(lambda: model.predict_actions([image] * 8, [instruction] * 8, key), calls),
+        "generate x8": timed(lambda: generate_peer(model, [image] * 8, [instruction] * 8, key), calls),
+    }
+    print(f"\n{name}: identical actions ours vs generate(): {same}")
+    for label, (p50, p90) in rows.items():
+        per = f" ({p50 / 8:.2f} ms per sample)" if label.endswith("x8") else ""
+        print(f"  {label}: p50 {p50:7.2f} ms  p90 {p90:7.2f} ms{per}")
+    for n in ("x1", "x8"):
+        print(f"  ratio ours/generate {n}: {rows['ours    ' + n][0] / rows['generate ' + n][0]:.2f}")
+    if name.startswith("reference"):
+        ours = rows["ours    x1"][0]
+        print(f"  original OpenVLA code (PERFORMANCE.md, 2 threads): {ORIGINAL_P50_MS:.0f} ms p50 -> "
+              f"ratio ours/original {ours / ORIGINAL_P50_MS:.2f} (target <= 0.5)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.calls} calls after {WARMUP} warm-up")
+    rng = np.random.default_rng(0)
+    stats = {"bench": statistics_from_arrays(rng.normal(scale=0.05, size=(1000, 7)), mask=[True] * 6 + [False])}
+    tiny = vla.OpenVLA.from_preset("tiny", norm_stats=stats)
+    bench("tiny preset", tiny, rng.integers(0, 256, (256, 320, 3), dtype=np.uint8), "pick up the red block", None,
+          args.calls)
+    if REFERENCE.is_dir():
+        model = vla.OpenVLA.from_pretrained(REFERENCE / "checkpoint")
+        image = Image.open(REFERENCE / "inputs" / "c1_synth_224x224.png")
+        bench("reference/openvla-tiny (c1)", model, image, "Pick up the red block.", "bridge_orig", args.calls)
+    else:
+        print(f"\n{REFERENCE} is absent: reference checkpoint skipped")
+
+
+if __name__ == "__main__":
+    main()
