@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 from typing import Any, Mapping
 
 import msgpack
@@ -30,10 +31,6 @@ MAX_NDIM = 8
 MAX_ID_CHARS = 128
 _REQUEST_KEYS = frozenset({"v", "id", "call", "body"})
 _ACT_KEYS = frozenset({"images", "instruction", "proprio", "unnorm_key", "options"})
-# Packs the small [dtype, shape, ref] lists inside array exts. msgpack.packb would build a Packer
-# with a fresh 256 KiB buffer per call; nested inside the outer packb that cost ~6 us per array.
-# Sharing one is safe: pack() of str/int/bytes lists runs no Python code, so it holds the GIL.
-_EXT_PACKER = msgpack.Packer()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,11 +109,16 @@ def decode_array(dtype: Any, shape: Any, buf: Any) -> np.ndarray:
     return np.frombuffer(buf, dt).reshape(shape)
 
 
-def pack(message: Mapping[str, Any]) -> list:
-    """Frames for a message: the msgpack header, then the buffers of its large arrays."""
-    frames: list = []
+class _Encoder:
+    """Packs headers with long-lived msgpack Packers: `msgpack.packb` builds a Packer with a fresh
+    256 KiB buffer per call, which cost more than the packing itself (one encoder per thread)."""
 
-    def default(obj: Any) -> msgpack.ExtType:
+    def __init__(self) -> None:
+        self.frames: list = []
+        self.packer = msgpack.Packer(default=self.default)  # resets its buffer after each pack
+        self.ext_packer = msgpack.Packer()
+
+    def default(self, obj: Any) -> msgpack.ExtType:
         if not isinstance(obj, (np.ndarray, np.generic)):
             raise ProtocolError(f"cannot send a {type(obj).__name__}; send numpy arrays, str, numbers, lists, dicts")
         arr = np.asarray(obj)  # not ascontiguousarray: it turns 0-d arrays into 1-d ones
@@ -125,15 +127,28 @@ def pack(message: Mapping[str, Any]) -> list:
         if arr.dtype.kind not in ARRAY_KINDS:
             raise ProtocolError(f"cannot send an array of dtype {arr.dtype}; use bool, int, uint or float")
         if arr.nbytes >= FRAME_MIN_BYTES:
-            frames.append(arr)  # zmq copies the buffer once into its message; no tobytes() here
-            return msgpack.ExtType(EXT_FRAME, _EXT_PACKER.pack([arr.dtype.str, arr.shape, len(frames)]))
-        return msgpack.ExtType(EXT_INLINE, _EXT_PACKER.pack([arr.dtype.str, arr.shape, arr.tobytes()]))
+            self.frames.append(arr)  # zmq copies the buffer once into its message; no tobytes() here
+            return msgpack.ExtType(EXT_FRAME, self.ext_packer.pack([arr.dtype.str, arr.shape, len(self.frames)]))
+        return msgpack.ExtType(EXT_INLINE, self.ext_packer.pack([arr.dtype.str, arr.shape, arr.tobytes()]))
 
-    try:
-        header = msgpack.packb(message, default=default)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise ProtocolError(f"cannot encode message: {e}") from e
-    return [header, *frames]
+    def pack(self, message: Mapping[str, Any]) -> list:
+        self.frames = []
+        try:
+            header = self.packer.pack(message)
+        except (TypeError, ValueError, OverflowError) as e:  # the Packer resets itself on errors
+            raise ProtocolError(f"cannot encode message: {e}") from e
+        return [header, *self.frames]
+
+
+_encoders = threading.local()
+
+
+def pack(message: Mapping[str, Any]) -> list:
+    """Frames for a message: the msgpack header, then the buffers of its large arrays."""
+    encoder = getattr(_encoders, "encoder", None)  # created on a thread's first message
+    if encoder is None:
+        encoder = _encoders.encoder = _Encoder()
+    return encoder.pack(message)
 
 
 def unpack(frames: list) -> dict[str, Any]:
