@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 import pathlib
+import re
 import select
 import signal
 import sys
@@ -23,7 +24,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from hardware.errors import EStopError, HardwareError
+from hardware.errors import ConfigError, EStopError, HardwareError
 from robot.loop import POLICY_TIMEOUT, EpisodeResult, run_episode
 from robot.rigs import Rig, apply_rig, resolve_rig
 from robot.safety import SafetyFilter
@@ -31,6 +32,7 @@ from robot.types import Observation, StepResult
 
 log = logging.getLogger(__name__)
 
+DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*")  # what tfds accepts as a dataset name
 ESTOP = "estop"  # reasons this module adds to robot.loop's
 WATCHDOG = "watchdog"
 ROBOT_ERROR = "robot_error"
@@ -66,6 +68,17 @@ class RunOptions:
     dataset_name: str = "robot_rollouts"  # dataset = <name>_<UTC time>, one per run
     park_at_end: bool = True  # rest the arm after a normal end (never after an e-stop)
     estop_keys: str = " qe"  # keys that stop the arm (space, q, e)
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ConfigError(f"max_steps must be >= 1, got {self.max_steps}")
+        if self.watchdog_periods <= 0:
+            raise ConfigError(f"watchdog_periods must be > 0, got {self.watchdog_periods}")
+        if not DATASET_NAME.fullmatch(self.dataset_name):
+            raise ConfigError(f"dataset_name {self.dataset_name!r} must be lower-case letters, digits and '_', "
+                              "starting with a letter (it names an RLDS dataset)")
+        if not self.estop_keys:
+            raise ConfigError("estop_keys is empty: give at least one key that stops the arm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -333,6 +346,9 @@ def run_on_robot(robot: HoldableRobot, policy, options: RunOptions, key_stream: 
         if guarded.estop_reason is None:
             robot_error = f"{type(e).__name__}: {e}"
             log.error("robot error, holding: %s", robot_error)
+    except BaseException:  # anything unforeseen: hold first, then let it surface
+        _try_hold(robot)
+        raise
     finally:
         restore_sigint()
         keys.stop()
@@ -347,10 +363,10 @@ def run_on_robot(robot: HoldableRobot, policy, options: RunOptions, key_stream: 
         _try_hold(robot)
     elif result.reason == POLICY_TIMEOUT:
         reason, error = WATCHDOG, result.error
-        robot.hold()
+        _try_hold(robot)
     else:
         reason, error = result.reason, result.error
-        robot.hold()
+        _try_hold(robot)
     periods = np.diff(guarded.step_times)
     report = RunReport(
         reason=reason, steps=len(guarded.record), error=error,
@@ -375,6 +391,10 @@ def run(robot_config, server: str, options: RunOptions, key_stream: IO | None = 
         # step does not pay for the connection
         info = client.metadata()
         log.info("policy server %s: %s", server, info.get("name"))
+        known = info.get("unnorm_keys") or []
+        if options.unnorm_key is not None and known and options.unnorm_key not in known:
+            raise ConfigError(f"the server at {server} has no statistics {options.unnorm_key!r}; "
+                              f"it has {sorted(known)}. Pass one of them as --unnorm-key")
         robot = robot_config.make()
     except Exception:
         client.close()

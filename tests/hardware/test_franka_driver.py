@@ -128,9 +128,22 @@ def test_hold_during_reset_aborts_the_move(arm):
 
     away = np.array(arm.config.home) + np.array([0.4, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])
     arm.move_joints(away)
-    threading.Timer(0.2, arm.hold).start()
-    with pytest.raises(RobotMotionError, match="interrupted by hold"):
-        arm.reset()
+    raised = []
+
+    def reset():
+        try:
+            arm.reset()
+        except RobotMotionError as e:
+            raised.append(e)
+
+    thread = threading.Thread(target=reset)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while arm.read_state()["q"][0] > 0.38 and time.monotonic() < deadline:  # wait until it is on its way
+        time.sleep(0.005)
+    arm.hold()  # what the e-stop key thread does
+    thread.join(timeout=10)
+    assert raised and "interrupted by hold" in str(raised[0])
     q = arm.observe().info["joints"]
     assert 0.02 < q[0] < 0.38  # stopped between where it was and home
 

@@ -196,3 +196,12 @@ def test_unreachable_server_fails_before_the_arm_moves(config, emulator):
     with pytest.raises(PolicyTimeoutError, match="127.0.0.1:9"):
         run(config, "tcp://127.0.0.1:9", RunOptions("push"))
     assert emulator.get(1, "torque_enable") == 0  # never connected, never torqued
+
+
+def test_run_options_are_checked_before_anything_moves():
+    from hardware.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset_name 'My Rollouts'"):
+        RunOptions("push", dataset_name="My Rollouts")
+    with pytest.raises(ConfigError, match="max_steps"):
+        RunOptions("push", max_steps=0)

@@ -152,9 +152,23 @@ def test_hold_during_reset_aborts_the_move(arm, emulator):
 
     from hardware.errors import RobotMotionError
 
-    threading.Timer(0.15, arm.hold).start()  # the e-stop key thread does this
-    with pytest.raises(RobotMotionError, match="interrupted by hold"):
-        arm.reset()  # sleep -> home takes ~0.6 s
+    start = emulator.get(2, "present_position")
+    raised = []
+
+    def reset():
+        try:
+            arm.reset()  # sleep -> home takes ~0.6 s
+        except RobotMotionError as e:
+            raised.append(e)
+
+    thread = threading.Thread(target=reset)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while abs(emulator.get(2, "present_position") - start) < 20 and time.monotonic() < deadline:
+        time.sleep(0.005)  # wait until the shoulder is on its way
+    arm.hold()  # what the e-stop key thread does
+    thread.join(timeout=10)
+    assert raised and "interrupted by hold" in str(raised[0])
     time.sleep(0.2)
     goal, present = emulator.get(2, "goal_position"), emulator.get(2, "present_position")
     assert abs(goal - present) <= 2 and abs(goal - rad_to_count(arm.config.home[1])) > 20
