@@ -44,8 +44,8 @@ class HealthReport:
         columns = ["name", *dict.fromkeys(k for r in self.rows for k in r.values), "status"]
         cells = [[r.name, *(r.values.get(c, "-") for c in columns[1:-1]), r.problem or "ok"] for r in self.rows]
         widths = [max(len(c), *(len(row[i]) for row in cells)) if cells else len(c) for i, c in enumerate(columns)]
-        lines = [self.title, "  ".join(c.ljust(w) for c, w in zip(columns, widths))]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in cells]
+        lines = [self.title, "  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
+        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
         lines += [f"note: {n}" for n in self.notes] + [f"PROBLEM: {p}" for p in self.problems]
         lines.append("OK" if self.ok else "NOT OK")
         return "\n".join(lines)
