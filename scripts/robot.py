@@ -10,7 +10,10 @@ from typing import Literal
 import tyro
 
 from hardware.cli import robot_check, robot_run
+from hardware.errors import HardwareError
 from hardware.runner import RunOptions
+from robot.errors import RobotError
+from serving.errors import ServingError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,4 +72,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     command = tyro.extras.subcommand_cli_from_dict({"run": Run, "check": Check}, prog="vla robot", args=argv)
-    return command.run()
+    try:
+        return command.run()
+    except (HardwareError, RobotError, ServingError) as e:
+        print(f"vla robot: {type(e).__name__}: {e}", file=sys.stderr)
+        return 2

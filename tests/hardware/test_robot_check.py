@@ -61,3 +61,9 @@ def test_franka_check_names_an_unreachable_host():
     pytest.importorskip("franky")
     code, table = robot_check("franka", host="127.0.0.253", realtime="ignore")
     assert code == 1 and "127.0.0.253" in table and "NOT OK" in table
+
+
+def test_cli_reports_user_mistakes_without_a_traceback(tmp_path, capsys):
+    code = robot_main(["check", "--robot", "widowx", "--port", str(tmp_path / "ttyUSB7")])
+    err = capsys.readouterr().err
+    assert code == 2 and "PortError" in err and "ttyUSB7" in err and "Traceback" not in err
