@@ -147,15 +147,15 @@ def _load_state(vec: np.ndarray, model, data) -> None:
             at += dst.size
 
 
-def _read_exact(stream, n: int) -> bytes:
-    buf = bytearray(n)
+def _read_exact(stream, n: int) -> bytearray:
+    buf = bytearray(n)  # writable, so frames decoded over it are ordinary writable arrays
     view, got = memoryview(buf), 0
     while got < n:
         k = stream.readinto(view[got:])
         if not k:
             raise EOFError(f"pipe closed after {got} of {n} bytes")
         got += k
-    return bytes(buf)
+    return buf
 
 
 def _serve(mjb_path: str, camera_ids: list[int], height: int, width: int, fd_in: int, fd_out: int) -> None:
@@ -240,8 +240,8 @@ class OffscreenRenderer:
             code = _read_exact(self._up, 1)
             if code == b"e":
                 n = int.from_bytes(_read_exact(self._up, 4), "little")
-                return _read_exact(self._up, n)
-            return code
+                return bytes(_read_exact(self._up, n))
+            return bytes(code)
         except EOFError:
             return b"the render process died (exit code %r)" % (self._proc.poll(),)
 

@@ -1,6 +1,9 @@
 """The WidowX tabletop scene: real MuJoCo physics and offscreen rendering."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -59,7 +62,7 @@ def test_frames_are_not_blank_and_cameras_differ(bowl_scene):
     obs = bowl_scene.reset(seed=2)
     shoulder, wrist = obs.images["shoulder"], obs.images["wrist"]
     assert shoulder.shape == wrist.shape == (SIZE, SIZE, 3) and shoulder.dtype == np.uint8
-    assert shoulder.std() > 10 and wrist.std() > 10
+    assert shoulder.std() > 10 and wrist.std() > 10 and shoulder.flags.writeable
     assert np.abs(shoulder.astype(int) - wrist.astype(int)).mean() > 10
     red = (shoulder[..., 0] > 150) & (shoulder[..., 1] < 60)  # the block is visible
     assert red.sum() > 3
@@ -159,3 +162,20 @@ def test_unusable_gl_backend_names_the_fix(monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "glx")
     with pytest.raises(RenderBackendError, match="egl"):
         select_gl_backend()
+
+
+@pytest.mark.slow  # a fresh interpreter importing TensorFlow: 10-35 s on 2 busy cores
+def test_rendering_survives_tensorflow_in_the_same_process():
+    # Mesa's LLVM and TensorFlow's crash each other when both live in one process (either order);
+    # the scene renders in a child process, so this script must exit cleanly.
+    script = (
+        "import sim, numpy as np\n"
+        "s = sim.make('widowx-pick-block', image_size=32)\n"
+        "a = s.reset(seed=1).images['shoulder']\n"
+        "import tensorflow as tf\n"
+        "b = s.reset(seed=1).images['shoulder']\n"
+        "assert np.array_equal(a, b) and int(tf.constant(2) + 1) == 3\n"
+        "s.close(); print('rendered-with-tf')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "rendered-with-tf" in proc.stdout, proc.stderr[-2000:]
