@@ -67,3 +67,11 @@ def test_cli_reports_user_mistakes_without_a_traceback(tmp_path, capsys):
     code = robot_main(["check", "--robot", "widowx", "--port", str(tmp_path / "ttyUSB7")])
     err = capsys.readouterr().err
     assert code == 2 and "PortError" in err and "ttyUSB7" in err and "Traceback" not in err
+
+
+def test_robot_verb_imports_without_torch_or_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['torch'] = None; sys.modules['tensorflow'] = None; import scripts.robot"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
