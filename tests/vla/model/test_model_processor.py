@@ -56,6 +56,10 @@ def test_training_forward_backward(tiny_model, random_image):
         out.loss.backward()
         assert tiny_model.projector.fc1.weight.grad is not None
         assert tiny_model.vision_backbone.featurizer.patch_embed.proj.weight.grad.abs().sum() > 0
+        # DDP needs a gradient for every trainable parameter: never-run layers are frozen
+        no_grad = [n for n, p in tiny_model.named_parameters() if p.requires_grad and p.grad is None]
+        assert no_grad == []
+        assert not tiny_model.vision_backbone.fused_featurizer.attn_pool.q.weight.requires_grad
     finally:
         tiny_model.zero_grad(set_to_none=True)
         tiny_model.eval()
