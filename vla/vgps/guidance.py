@@ -1,0 +1,128 @@
+"""Value-guided policy steering: sample K actions from a frozen policy, let Q pick one.
+
+beta = 0 takes the argmax of Q; beta > 0 samples from softmax(Q / beta), as V-GPS does. The
+policy can be anything that samples: a model with `predict_actions(..., n_samples=K)` or a
+`serving.client.PolicyClient` (asked with `options={"n_samples": K}`, reading `.candidates`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from vla.vgps.errors import GuidanceError, MismatchError, SamplingError
+from vla.vgps.qfunction import QFunction
+
+logger = logging.getLogger(__name__)
+
+PRIMARY = "primary"  # the camera role a single-image policy is given
+
+
+class SamplingModel(Protocol):
+    """A policy that returns K sampled actions [K, A] for one observation."""
+
+    def predict_actions(self, images: Any, instructions: Any, unnorm_key: str | None = None, *,
+                        n_samples: int = 1, temperature: float = 1.0) -> np.ndarray: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class GuidedAction:
+    """The chosen action and what it was chosen from (a `robot.Policy` output: it has `.action`)."""
+
+    action: np.ndarray  # [A]
+    candidates: np.ndarray  # [K, A]
+    values: np.ndarray  # [K] Q of each candidate
+    index: int  # which candidate was taken
+
+
+def check_guidance(k: int, beta: float) -> None:
+    """Raise GuidanceError for K < 1 or beta < 0 (or non-finite)."""
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise GuidanceError(f"K (number of sampled actions) must be an integer >= 1, got {k!r}")
+    if not np.isfinite(beta) or beta < 0:
+        raise GuidanceError(f"beta must be >= 0 (0 = argmax of Q, > 0 = softmax(Q/beta) sampling), got {beta!r}")
+
+
+def check_candidates(candidates: Any, k: int, action_dim: int) -> np.ndarray:
+    """Candidates as float [K, A], checked for shape, finiteness and actual sampling."""
+    c = np.asarray(candidates, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != k:
+        raise GuidanceError(f"the policy returned candidates of shape {c.shape}, expected [{k}, {action_dim}]")
+    if c.shape[1] != action_dim:
+        raise MismatchError(f"the policy's actions have {c.shape[1]} dims but the Q-function scores {action_dim}; "
+                            "use a Q-function trained on this policy's action space")
+    if not np.isfinite(c).all():
+        raise GuidanceError("the policy returned NaN or inf candidate actions")
+    if k > 1 and np.all(c == c[0]):
+        raise SamplingError(f"all {k} candidates are identical: the policy is not sampling; set temperature > 0 "
+                            "(greedy decoding returns one action K times)")
+    return c
+
+
+def choose(values: np.ndarray, beta: float, rng: np.random.Generator) -> int:
+    """Index of the candidate to execute: argmax (beta 0) or a softmax(Q / beta) draw."""
+    if beta == 0:
+        return int(np.argmax(values))
+    logits = (values - values.max()) / beta
+    p = np.exp(logits)
+    return int(rng.choice(len(values), p=p / p.sum()))
+
+
+def rerank(q: QFunction, images: Any, instruction: str, candidates: Any, beta: float,
+           rng: np.random.Generator) -> GuidedAction:
+    """Score candidates [K, A] with Q and pick one; the step the server and the in-process policy share."""
+    c = check_candidates(candidates, len(candidates), q.config.action_dim)
+    values = q.score(images, instruction, c)
+    index = choose(values, beta, rng)
+    return GuidedAction(action=c[index].copy(), candidates=c, values=values, index=index)
+
+
+class ValueGuidedPolicy:
+    """`robot.Policy` that re-ranks K samples of `policy` with `q` (V-GPS)."""
+
+    def __init__(self, policy: Any, q: QFunction, k: int = 10, beta: float = 0.0, *, temperature: float = 1.0,
+                 unnorm_key: str | None = None, seed: int = 0) -> None:
+        check_guidance(k, beta)
+        if not (hasattr(policy, "predict_actions") or hasattr(policy, "act")):
+            raise GuidanceError(f"{type(policy).__name__} can neither predict_actions(..., n_samples=K) nor "
+                                "act(..., options={'n_samples': K}); give a vla.OpenVLA or a PolicyClient")
+        if temperature <= 0:
+            raise SamplingError(f"temperature must be > 0 to sample K different actions, got {temperature}")
+        self.policy, self.q, self.k, self.beta = policy, q, int(k), float(beta)
+        self.temperature, self.unnorm_key = temperature, unnorm_key
+        self.rng = np.random.default_rng(seed)
+
+    def candidates(self, images: Mapping[str, np.ndarray], instruction: str) -> np.ndarray:
+        """K sampled actions [K, A] from the wrapped policy."""
+        if hasattr(self.policy, "predict_actions"):
+            if PRIMARY not in images:
+                raise MismatchError(f"the policy needs a {PRIMARY!r} image; the observation has {sorted(images)}")
+            return self.policy.predict_actions([images[PRIMARY]], [instruction], self.unnorm_key,
+                                               n_samples=self.k, temperature=self.temperature)
+        obs = _Obs(dict(images), None)
+        reply = self.policy.act(obs, instruction, unnorm_key=self.unnorm_key,
+                                options={"n_samples": self.k, "temperature": self.temperature})
+        if getattr(reply, "candidates", None) is None:
+            raise GuidanceError("the policy server returned no .candidates for n_samples; serve a model that samples "
+                                "(a `vla serve` checkpoint), not a fixed policy")
+        return reply.candidates
+
+    def act(self, obs: Any, instruction: str) -> GuidedAction:
+        """Sample K actions for `obs` (images by role), score them with Q, return the chosen one."""
+        images = obs.images if hasattr(obs, "images") else obs
+        if not isinstance(images, Mapping):
+            raise GuidanceError(f"expected an observation with .images by role, got {type(obs).__name__}")
+        raw = self.candidates(images, instruction)
+        c = check_candidates(raw, self.k, self.q.config.action_dim)
+        return rerank(self.q, images, instruction, c, self.beta, self.rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Obs:
+    """The duck-typed observation a PolicyClient accepts (images by role, proprio)."""
+
+    images: dict[str, np.ndarray]
+    proprio: np.ndarray | None
