@@ -68,9 +68,14 @@ class OpenVLA(nn.Module):
         config = get_preset(name)
         dtype = dtype or DTYPES[config.torch_dtype]
         device = torch.device(device or "cpu")
-        with torch.random.fork_rng(devices=[]), torch.device(device):
-            torch.manual_seed(seed)
-            model = cls(config, preset_tokenizer(), norm_stats)
+        previous = torch.get_default_dtype()
+        try:  # build in the target dtype: a 7B model built in float32 first would need twice the memory
+            torch.set_default_dtype(dtype)
+            with torch.random.fork_rng(devices=[]), torch.device(device):
+                torch.manual_seed(seed)
+                model = cls(config, preset_tokenizer(), norm_stats)
+        finally:
+            torch.set_default_dtype(previous)
         model.to(dtype)
         if device.type != "meta":  # .to(dtype) also cast the RoPE frequencies; recompute them in float32
             rebuild_rotary(model.language_model, device)

@@ -69,3 +69,13 @@ def test_tiny_preset_is_small_and_seeded(toy_stats):
     assert n_bytes < 12e6
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
     assert not torch.equal(a.projector.fc1.weight, c.projector.fc1.weight)
+
+
+def test_preset_in_bfloat16_keeps_rope_in_float32(random_image):
+    model = vla.OpenVLA.from_preset("tiny", dtype=torch.bfloat16)
+    assert model.language_model.lm_head.weight.dtype == torch.bfloat16
+    assert model.vision_backbone.featurizer.pos_embed.dtype == torch.bfloat16
+    assert model.language_model.model.rotary_emb.inv_freq.dtype == torch.float32
+    assert torch.get_default_dtype() == torch.float32
+    pv = model.processor.process_images([random_image(0)])
+    assert model.decode_actions(pv, ["pick"], 7).token_ids.shape == (1, 7)
