@@ -71,7 +71,7 @@ def main() -> None:
         for task, rate in rates.items():
             if task.startswith("widowx"):
                 print(f"  {task} rendered vs robosuite {PEER} rendered: {rate / rates[PEER]:.1f}x faster")
-    import vla.data.rlds_writer  # noqa: F401  (TensorFlow's import is a one-off cost, not collection's)
+    import tensorflow_datasets  # noqa: F401  (the writer's TensorFlow import is a one-off cost, not collection's)
 
     print(f"collection of {args.collect_task} ({args.episodes} episodes, {SIZE} px, both cameras, RLDS write included)")
     one, ok1 = episodes_per_min(args.collect_task, args.episodes, 1)
