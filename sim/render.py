@@ -1,12 +1,11 @@
 """Offscreen rendering for MuJoCo scenes on machines without a display.
 
-MuJoCo picks its OpenGL platform from MUJOCO_GL when `mujoco` is first imported, and PyOpenGL
-from PYOPENGL_PLATFORM when OpenGL is first imported, so the backend must be chosen before
-either: `select_gl_backend()` does that (probing each candidate in a child process, because a
-failed EGL attempt cannot be undone in-process) and records the choice in the two variables,
-which child processes (collection workers) inherit. The renderer below creates its GL context
-from the chosen backend directly, so it works even when `mujoco` was imported earlier, and it
-runs in a child process (see `OffscreenRenderer`).
+MuJoCo picks its OpenGL platform from MUJOCO_GL and PyOpenGL from PYOPENGL_PLATFORM, each once
+per process, and a failed EGL attempt cannot be undone in-process. Rendering therefore happens in
+a child process started per scene with the backend in its environment: MUJOCO_GL when the user
+set it, else EGL, then OSMesa (Debian packages in `GL_BACKENDS`, installed by
+.ci/system-deps.sh). The first backend that starts is recorded in the two variables, so later
+scenes and collection workers go straight to it.
 """
 from __future__ import annotations
 
@@ -29,60 +28,9 @@ GL_BACKENDS: dict[str, tuple[str, ...]] = {
     "egl": ("libegl1", "libegl-mesa0", "libgl1-mesa-dri"),
     "osmesa": ("libosmesa6",),
 }
-_PROBE = """
-import sys
-from mujoco.{name} import GLContext
-ctx = GLContext(8, 8); ctx.make_current(); ctx.free()
-"""
-PROBE_TIMEOUT_S = 60.0
-
-
-def _probe(name: str) -> str | None:
-    """None when `name` can create a context in a fresh process, else the error text."""
-    env = {**os.environ, "MUJOCO_GL": name, "PYOPENGL_PLATFORM": name}
-    try:
-        proc = subprocess.run(
-            [sys.executable, "-c", _PROBE.format(name=name)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        return f"timed out after {PROBE_TIMEOUT_S} s"
-    if proc.returncode == 0:
-        return None
-    lines = proc.stderr.strip().splitlines()
-    return lines[-1] if lines else f"exit status {proc.returncode}"
-
-
 def _install_hint() -> str:
     pkgs = sorted({p for ps in GL_BACKENDS.values() for p in ps})
     return f"install the Debian packages: sudo apt-get install -y {' '.join(pkgs)} (or run `make system-deps`)"
-
-
-def select_gl_backend() -> str:
-    """Choose the offscreen GL backend (MUJOCO_GL if the user set it, else EGL, then OSMesa) and return it."""
-    chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
-    if chosen:
-        if chosen not in GL_BACKENDS:
-            raise RenderBackendError(
-                f"MUJOCO_GL={chosen!r} cannot render offscreen here; set it to one of {sorted(GL_BACKENDS)} "
-                "or unset it to let the scene choose"
-            )
-        os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
-        return chosen
-    failures = {}
-    for name in GL_BACKENDS:
-        failure = _probe(name)
-        if failure is None:
-            os.environ["MUJOCO_GL"] = os.environ["PYOPENGL_PLATFORM"] = name
-            log.info("offscreen rendering with MUJOCO_GL=%s (tried %s first: %s)", name, list(failures), failures)
-            return name
-        failures[name] = failure
-    raise RenderBackendError(
-        f"no offscreen OpenGL backend works on this machine ({failures}); {_install_hint()}"
-    )
 
 
 def _context_class(backend: str) -> type:
@@ -202,12 +150,17 @@ class OffscreenRenderer:
     def __init__(self, model, height: int, width: int, cameras: dict[str, int]) -> None:
         import mujoco
 
-        backend = select_gl_backend()
         limit = (model.vis.global_.offheight, model.vis.global_.offwidth)
         if height > limit[0] or width > limit[1]:
             raise RenderBackendError(
                 f"image {height}x{width} exceeds the model's offscreen buffer {limit[0]}x{limit[1]}; "
                 "raise <visual><global offwidth/offheight> in the scene XML or ask for smaller images"
+            )
+        chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
+        if chosen and chosen not in GL_BACKENDS:
+            raise RenderBackendError(
+                f"MUJOCO_GL={chosen!r} cannot render offscreen here; set it to one of {sorted(GL_BACKENDS)} "
+                "or unset it to let the scene choose"
             )
         self.names = list(cameras)
         self.height, self.width = height, width
@@ -216,24 +169,38 @@ class OffscreenRenderer:
         self._tmp = tempfile.TemporaryDirectory(prefix="vla-render-")
         mjb = pathlib.Path(self._tmp.name) / "model.mjb"
         mujoco.mj_saveModel(model, str(mjb), None)
+        args = [str(mjb), ",".join(str(c) for c in cameras.values()), str(height), str(width)]
+        failures = {}
+        # the render process itself is the probe: the first backend that starts is kept
+        for backend in [chosen] if chosen else list(GL_BACKENDS):
+            status = self._start(backend, args)
+            if status == b"r":
+                if not chosen:  # later scenes and collection workers skip the backends that failed
+                    os.environ["MUJOCO_GL"] = os.environ["PYOPENGL_PLATFORM"] = backend
+                    log.info("offscreen rendering with MUJOCO_GL=%s (failed before it: %s)", backend, failures)
+                return
+            failures[backend] = status.decode(errors="replace")
+            self._finalizer()
+        self._tmp.cleanup()
+        raise RenderBackendError(f"no offscreen OpenGL backend works on this machine ({failures}); {_install_hint()}")
+
+    def _start(self, backend: str, args: list[str]) -> bytes:
+        """Start the render process on `backend`; its first status byte (b"r" when ready) or error."""
         down_r, down_w = os.pipe()
         up_r, up_w = os.pipe()
-        ids = ",".join(str(c) for c in cameras.values())
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "sim.render", str(mjb), ids, str(height), str(width), str(down_r), str(up_w)],
+            [sys.executable, "-m", "sim.render", *args, str(down_r), str(up_w)],
             pass_fds=(down_r, up_w),
             stdin=subprocess.DEVNULL,
             cwd=pathlib.Path(__file__).resolve().parents[1],
+            env={**os.environ, "MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend},
         )
         os.close(down_r)
         os.close(up_w)
         self._down = os.fdopen(down_w, "wb", buffering=0)
         self._up = os.fdopen(up_r, "rb", buffering=0)
-        self._finalizer = weakref.finalize(self, _shutdown, self._down, self._up, self._proc, self._tmp)
-        status = self._status()
-        if status != b"r":
-            self.close()
-            raise RenderBackendError(f"the {backend} render process failed to start: {status!r}; {_install_hint()}")
+        self._finalizer = weakref.finalize(self, _shutdown, self._down, self._up, self._proc)
+        return self._status()
 
     def _status(self) -> bytes:
         try:
@@ -261,12 +228,13 @@ class OffscreenRenderer:
     def close(self) -> None:
         """Stop the render process."""
         self._finalizer()
+        self._tmp.cleanup()
 
 
 RENDER_TIMEOUT_S = 60
 
 
-def _shutdown(down, up, proc, tmp) -> None:
+def _shutdown(down, up, proc) -> None:
     down.close()  # EOF tells the child to exit
     try:
         proc.wait(timeout=5)
@@ -274,7 +242,6 @@ def _shutdown(down, up, proc, tmp) -> None:
         proc.kill()
         proc.wait(timeout=5)
     up.close()
-    tmp.cleanup()
 
 
 if __name__ == "__main__":  # the render process started by OffscreenRenderer

@@ -11,7 +11,6 @@ import sim
 from robot import Robot, UnsafeActionError, run_episode
 from sim.config import CameraShift
 from sim.errors import RenderBackendError, SceneOptionError, UnknownExpertError, UnknownTaskError
-from sim.render import select_gl_backend
 
 SIZE = 64
 
@@ -160,8 +159,8 @@ def test_bad_options_raise():
 
 def test_unusable_gl_backend_names_the_fix(monkeypatch):
     monkeypatch.setenv("MUJOCO_GL", "glx")
-    with pytest.raises(RenderBackendError, match="egl"):
-        select_gl_backend()
+    with pytest.raises(RenderBackendError, match="one of \\['egl', 'osmesa'\\]"):
+        sim.make("widowx-pick-block", image_size=32)
 
 
 @pytest.mark.slow  # a fresh interpreter importing TensorFlow: 10-35 s on 2 busy cores
@@ -179,3 +178,17 @@ def test_rendering_survives_tensorflow_in_the_same_process():
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "rendered-with-tf" in proc.stdout, proc.stderr[-2000:]
+
+
+def test_a_broken_egl_falls_back_to_osmesa(monkeypatch):
+    import os
+
+    monkeypatch.delenv("MUJOCO_GL", raising=False)
+    monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+    monkeypatch.setenv("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl_vendor.json")  # glvnd finds no EGL
+    scene = sim.make("widowx-pick-block", image_size=32, rig="third_person")
+    try:
+        assert os.environ["MUJOCO_GL"] == "osmesa"
+        assert scene.reset(seed=0).images["shoulder"].std() > 10
+    finally:
+        scene.close()
