@@ -27,6 +27,33 @@ WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"
 STATISTICS = "dataset_statistics.json"
 REQUIRED_FILES = (CONFIG, "tokenizer.json", "tokenizer_config.json")
+ADAPTER_CONFIG = "adapter_config.json"  # peft's names: a LoRA adapter folder refers to its base
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def is_adapter_folder(path: pathlib.Path) -> bool:
+    """Whether `path` holds LoRA adapter files (adapter_config.json) rather than full weights."""
+    return path.is_dir() and (path / ADAPTER_CONFIG).is_file()
+
+
+def read_adapter(path: pathlib.Path) -> tuple[dict[str, Any], pathlib.Path, dict[str, torch.Tensor], dict[str, Any]]:
+    """An adapter folder's LoRA config, its base folder, its tensors and its statistics."""
+    cfg = _read_json(path / ADAPTER_CONFIG)
+    missing = [k for k in ("base_model_name_or_path", "r", "target_modules") if k not in cfg]
+    if missing or cfg.get("peft_type", "LORA") != "LORA":
+        raise CheckpointError(f"{path / ADAPTER_CONFIG} is not a LoRA adapter config (missing {missing} or "
+                              f"peft_type {cfg.get('peft_type')!r}); only LoRA adapters are supported")
+    base = pathlib.Path(cfg["base_model_name_or_path"])
+    base = base if base.is_absolute() else path / base
+    if not base.is_dir():
+        raise CheckpointError(f"the adapter in {path} refers to base {cfg['base_model_name_or_path']!r}, which is not "
+                              f"a folder here ({base}); put the base checkpoint there or edit "
+                              f"base_model_name_or_path in {ADAPTER_CONFIG}")
+    if not (path / ADAPTER_WEIGHTS).is_file():
+        raise CheckpointError(f"{path} has {ADAPTER_CONFIG} but no {ADAPTER_WEIGHTS}; the adapter is incomplete")
+    tensors = read_tensors_file(path / ADAPTER_WEIGHTS)
+    stats = _read_json(path / STATISTICS) if (path / STATISTICS).is_file() else {}
+    return cfg, base, tensors, stats
 
 
 def check_folder(path: pathlib.Path) -> None:
@@ -80,15 +107,23 @@ def weight_files(path: pathlib.Path) -> list[pathlib.Path]:
     return [path / n for n in names]
 
 
+def read_tensors_file(file: pathlib.Path, rename: Callable[[str], str] = str,
+                      dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of one safetensors file, keys mapped through `rename`, optionally cast to `dtype`."""
+    out: dict[str, torch.Tensor] = {}
+    with safe_open(str(file), framework="pt") as f:
+        for key in f.keys():
+            t = f.get_tensor(key)
+            out[rename(key)] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+    return out
+
+
 def read_tensors(path: pathlib.Path, rename: Callable[[str], str],
                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint, keys mapped through `rename`, optionally cast to `dtype`."""
+    """All tensors of a checkpoint folder (one file or shards)."""
     out: dict[str, torch.Tensor] = {}
     for file in weight_files(path):
-        with safe_open(str(file), framework="pt") as f:
-            for key in f.keys():
-                t = f.get_tensor(key)
-                out[rename(key)] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
+        out.update(read_tensors_file(file, rename, dtype))
     return out
 
 

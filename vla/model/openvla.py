@@ -86,6 +86,8 @@ class OpenVLA(nn.Module):
                         quantization: str | None = None) -> "OpenVLA":
         """Load an OpenVLA checkpoint folder (e.g. openvla/openvla-7b as published), in eval mode."""
         path = pathlib.Path(path)
+        if ckpt.is_adapter_folder(path):
+            return cls._from_adapter(path, dtype, quantization)
         ckpt.check_folder(path)
         config, norm_stats = ckpt.read_config(path)
         tokenizer = PromptTokenizer.from_folder(path)
@@ -96,6 +98,24 @@ class OpenVLA(nn.Module):
         if quantization is not None:
             from vla.model.quantization import quantize
             quantize(model, quantization)
+        return model.eval()
+
+    @classmethod
+    def _from_adapter(cls, path: pathlib.Path, dtype: torch.dtype | None, quantization: str | None) -> "OpenVLA":
+        """A LoRA adapter folder: its base loaded, the adapters injected with their trained weights."""
+        from vla.model.lora import add_lora
+        cfg, base, tensors, stats = ckpt.read_adapter(path)
+        model = cls.from_pretrained(base, dtype=dtype, quantization=quantization)
+        add_lora(model, rank=int(cfg["r"]), target_modules=list(cfg["target_modules"]),
+                 alpha=cfg.get("lora_alpha"), dropout=float(cfg.get("lora_dropout", 0.0)))
+        want = {k for k in model.state_dict() if ".lora_" in k}
+        missing, extra = want - tensors.keys(), tensors.keys() - want
+        if missing or extra:
+            raise CheckpointError(f"adapter weights in {path} do not fit its adapter_config.json: {len(missing)} "
+                                  f"missing (e.g. {sorted(missing)[:2]}), {len(extra)} unexpected "
+                                  f"(e.g. {sorted(extra)[:2]})")
+        model.load_state_dict(tensors, strict=False)  # strict for the adapter keys, checked just above
+        model.norm_stats = {**model.norm_stats, **stats}
         return model.eval()
 
     def save_pretrained(self, path: str | pathlib.Path) -> None:

@@ -79,3 +79,38 @@ def test_lora_errors(tiny_model):
         vla.merge_lora(tiny_model)
     with pytest.raises(LoraError, match="match no module"):
         vla.add_lora(vla.OpenVLA.from_preset("tiny"), target_modules=["not_a_layer"])
+
+
+def _write_adapter(folder, model, base_ref: str, rank: int) -> None:
+    """An adapter folder in peft's file names, as `vla finetune` writes it."""
+    import json
+    from safetensors.torch import save_file
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items() if ".lora_" in k},
+              str(folder / "adapter_model.safetensors"))
+    (folder / "adapter_config.json").write_text(json.dumps({
+        "peft_type": "LORA", "base_model_name_or_path": base_ref, "r": rank, "lora_alpha": 8.0,
+        "lora_dropout": 0.0, "target_modules": [n for n, _ in lora_layers(model)]}))
+
+
+def test_adapter_folder_loads_on_its_base(tmp_path, toy_stats, random_image):
+    base = vla.OpenVLA.from_preset("tiny", seed=5)
+    base.save_pretrained(tmp_path / "run" / "base")
+    vla.add_lora(base, rank=2, alpha=8.0, target_modules=["q_proj", "v_proj", "fc3"])
+    with torch.no_grad():
+        for name, p in base.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)  # stands in for training: any non-zero adapter
+    _write_adapter(tmp_path / "run", base, "base", rank=2)
+    (tmp_path / "run" / "dataset_statistics.json").write_text(__import__("json").dumps(toy_stats))
+    loaded = vla.OpenVLA.from_pretrained(tmp_path / "run")
+    assert set(loaded.norm_stats) == {"toy"} and len(lora_layers(loaded)) == len(lora_layers(base))
+    pv = base.processor.process_images([random_image(9)])
+    torch.testing.assert_close(loaded.decode_actions(pv, ["wave"], 1).first_logits,
+                               base.decode_actions(pv, ["wave"], 1).first_logits)
+    bare = vla.OpenVLA.from_pretrained(tmp_path / "run" / "base")
+    assert not torch.allclose(bare.decode_actions(pv, ["wave"], 1).first_logits,
+                              base.decode_actions(pv, ["wave"], 1).first_logits)
+    _write_adapter(tmp_path / "elsewhere", base, str(tmp_path / "nowhere"), rank=2)
+    with pytest.raises(vla.errors.CheckpointError, match="nowhere"):
+        vla.OpenVLA.from_pretrained(tmp_path / "elsewhere")
