@@ -46,6 +46,8 @@ class ServedPolicy(Protocol):
 
 
 def _check_options(options: Mapping[str, Any], supported: Mapping[str, str]) -> None:
+    if not options:
+        return
     unknown = set(options) - set(supported)
     if unknown:
         raise InvalidRequestError(f"unsupported options {sorted(unknown)}; this policy supports {dict(supported)}")

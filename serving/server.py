@@ -250,7 +250,9 @@ class PolicyServer:
         received = time.perf_counter()
         self.stats.requests += 1
         envelope, body = self._split_envelope(frames)
-        size = sum(len(f) for f in body)
+        size = 0
+        for frame in body:
+            size += len(frame)
         if size > self.options.limits.max_message_bytes:
             self._send_error(envelope, None, "TooLarge",
                              f"request of {size} bytes exceeds max_message_bytes={self.options.limits.max_message_bytes}; "
