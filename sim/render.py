@@ -5,7 +5,8 @@ per process, and a failed EGL attempt cannot be undone in-process. Rendering the
 a child process started per scene with the backend in its environment: MUJOCO_GL when the user
 set it, else EGL, then OSMesa (Debian packages in `GL_BACKENDS`, installed by
 .ci/system-deps.sh). The first backend that starts is recorded in the two variables, so later
-scenes and collection workers go straight to it.
+scenes and collection workers go straight to it. `select_gl_backend()` makes the same choice up
+front (probing in throwaway processes) for libraries that read MUJOCO_GL when imported (robosuite).
 """
 from __future__ import annotations
 
@@ -31,6 +32,53 @@ GL_BACKENDS: dict[str, tuple[str, ...]] = {
 def _install_hint() -> str:
     pkgs = sorted({p for ps in GL_BACKENDS.values() for p in ps})
     return f"install the Debian packages: sudo apt-get install -y {' '.join(pkgs)} (or run `make system-deps`)"
+
+
+_PROBE = """
+from mujoco.{name} import GLContext
+ctx = GLContext(8, 8); ctx.make_current(); ctx.free()
+"""
+PROBE_TIMEOUT_S = 60.0
+
+
+def _probe(name: str) -> str | None:
+    """None when `name` can create a context in a fresh process, else the error text."""
+    env = {**os.environ, "MUJOCO_GL": name, "PYOPENGL_PLATFORM": name}
+    try:
+        proc = subprocess.run([sys.executable, "-c", _PROBE.format(name=name)], env=env, capture_output=True,
+                              text=True, timeout=PROBE_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return f"timed out after {PROBE_TIMEOUT_S} s"
+    if proc.returncode == 0:
+        return None
+    lines = proc.stderr.strip().splitlines()
+    return lines[-1] if lines else f"exit status {proc.returncode}"
+
+
+def select_gl_backend() -> str:
+    """Choose the offscreen backend before a library that reads MUJOCO_GL at import (robosuite) loads.
+
+    MUJOCO_GL set by the user (or by an earlier scene) wins; otherwise EGL, then OSMesa, each
+    probed in a fresh process. The choice is recorded in MUJOCO_GL and PYOPENGL_PLATFORM.
+    """
+    chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if chosen:
+        if chosen not in GL_BACKENDS:
+            raise RenderBackendError(
+                f"MUJOCO_GL={chosen!r} cannot render offscreen here; set it to one of {sorted(GL_BACKENDS)} "
+                "or unset it to let the scene choose"
+            )
+        os.environ.setdefault("PYOPENGL_PLATFORM", chosen)
+        return chosen
+    failures = {}
+    for name in GL_BACKENDS:
+        failure = _probe(name)
+        if failure is None:
+            os.environ["MUJOCO_GL"] = os.environ["PYOPENGL_PLATFORM"] = name
+            log.info("offscreen rendering with MUJOCO_GL=%s (failed before it: %s)", name, failures)
+            return name
+        failures[name] = failure
+    raise RenderBackendError(f"no offscreen OpenGL backend works on this machine ({failures}); {_install_hint()}")
 
 
 def _context_class(backend: str) -> type:
@@ -158,10 +206,7 @@ class OffscreenRenderer:
             )
         chosen = os.environ.get("MUJOCO_GL", "").strip().lower()
         if chosen and chosen not in GL_BACKENDS:
-            raise RenderBackendError(
-                f"MUJOCO_GL={chosen!r} cannot render offscreen here; set it to one of {sorted(GL_BACKENDS)} "
-                "or unset it to let the scene choose"
-            )
+            select_gl_backend()  # raises, naming the backends that work offscreen
         self.names = list(cameras)
         self.height, self.width = height, width
         self._model = model
