@@ -7,7 +7,7 @@ One run, same payload (a 224x224x3 uint8 image + an instruction), no-op policies
   deploy_http  OpenVLA deploy.py-style FastAPI + uvicorn + json-numpy, `requests` client
 Each server runs in its own process. Latency: one client, warmed up, in rounds that alternate
 the systems (this machine is shared, so rounds spread the noise evenly); p50/p99 over all
-rounds. Throughput: 8 client processes x 200 requests each, all started together.
+rounds, and CPU time per request (client + server process), which load moves much less. Throughput: 8 client processes x 200 requests each, all started together.
 
     .venv/bin/python benchmarks/serving_overhead.py [--requests 1000] [--rounds 3]
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import multiprocessing as mp
+import os
 import pathlib
 import socket
 import sys
@@ -84,6 +85,12 @@ def _connect(name: str, port: int):
             time.sleep(0.2)
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc (Linux)."""
+    fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _latencies(client, n: int, warmup: int) -> np.ndarray:
     image = np.random.default_rng(0).integers(0, 256, IMAGE_SHAPE, dtype=np.uint8)
     for _ in range(warmup):
@@ -142,10 +149,15 @@ def main() -> None:
     try:
         clients = {name: _connect(name, ports[name]) for name in args.systems}
         lat: dict[str, list[np.ndarray]] = {name: [] for name in args.systems}
+        # CPU time per request, client process + server process: unlike wall time it barely moves
+        # with the load other users put on a shared machine
+        cpu: dict[str, float] = {name: 0.0 for name in args.systems}
         for r in range(args.rounds):
             for name in args.systems:
                 n = args.http_requests if name == "deploy_http" else args.requests
+                c0, s0 = time.process_time(), _proc_cpu_s(servers[name].pid)
                 lat[name].append(_latencies(clients[name], n, warmup=n // 5))
+                cpu[name] += (time.process_time() - c0 + _proc_cpu_s(servers[name].pid) - s0) / (n + n // 5)
             print(f"round {r + 1}/{args.rounds}: " + ", ".join(
                 f"{k} {np.median(v[-1]) * 1e6:.0f} us" for k, v in lat.items()), flush=True)
         tput = {name: _throughput(ctx, name, ports[name], args.clients, args.per_client) for name in args.systems}
@@ -157,13 +169,15 @@ def main() -> None:
     p99 = {k: float(np.percentile(np.concatenate(v), 99)) for k, v in lat.items()}
     print(f"\n224x224x3 uint8 + instruction, loopback, no-op policy; {args.rounds} rounds; "
           f"throughput: {args.clients} client processes x {args.per_client} requests")
-    print(f"{'system':<12} {'p50 us':>9} {'p99 us':>9} {'req/s':>9} {'lost':>5}")
+    print(f"{'system':<12} {'p50 us':>9} {'p99 us':>9} {'cpu us/req':>11} {'req/s':>9} {'lost':>5}")
     for k in args.systems:
-        print(f"{k:<12} {p50[k] * 1e6:9.0f} {p99[k] * 1e6:9.0f} {tput[k][0]:9.0f} {tput[k][1]:5d}")
+        print(f"{k:<12} {p50[k] * 1e6:9.0f} {p99[k] * 1e6:9.0f} {cpu[k] / args.rounds * 1e6:11.0f} "
+              f"{tput[k][0]:9.0f} {tput[k][1]:5d}")
     if "ours" in p50:
         print()
         if "bare_zmq" in p50:
             print(f"ours / bare_zmq p50:    {p50['ours'] / p50['bare_zmq']:.2f}x (target <= 1.3)")
+            print(f"ours / bare_zmq CPU per request: {cpu['ours'] / cpu['bare_zmq']:.2f}x")
         if "openpi_ws" in p50:
             print(f"openpi_ws / ours p50:   {p50['openpi_ws'] / p50['ours']:.1f}x lower (issue target >= 3)")
             print(f"throughput ours / openpi_ws: {tput['ours'][0] / tput['openpi_ws'][0]:.1f}x")
