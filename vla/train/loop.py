@@ -236,13 +236,16 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
     if stop < config.max_steps:
         log.info("stopped at step %d of %d as asked; continue with --resume", stop, config.max_steps)
         return out
+    if not evaluated:  # a resumed run that had no step left still reports where it stands
+        evaluated = {k: v for ev in evals for k, v in ev(wrapped, module, amp).items()}
     trained = _gather_model(config, wrapped, module, ctx)
     if ctx.is_main:
         _write_final(out, config, trained, data)
         summary = {"steps": config.max_steps, "session_steps": stop - start, "wall_s": wall,
                    "samples_per_s": (stop - start) * config.batch_size / wall if wall > 0 else float("nan"),
                    "peak_memory_mb": _peak_memory_mb(ctx.device), "mode": config.mode,
-                   "train_loss": train.loss, "train_accuracy": train.accuracy, "train_l1": train.l1,
+                   "train_loss": train.loss if train.tokens else None,  # the last step's batch
+                   "train_accuracy": train.accuracy if train.tokens else None, "train_l1": train.l1 if train.tokens else None,
                    **{k.replace("/", "_"): v for k, v in evaluated.items()},
                    "episodes": {k: list(v) for k, v in data.episodes.items()}, "output": str(out)}
         (out / SUMMARY).write_text(json.dumps(summary, indent=2) + "\n")
@@ -256,7 +259,7 @@ def summary_line(s: dict[str, Any]) -> str:
     held = (f", held-out acc {s['heldout_accuracy']:.3f} L1 {s['heldout_l1']:.4f}" if "heldout_accuracy" in s
             else ", no held-out episodes")
     return (f"{s['mode']} {s['steps']} steps, {s['samples_per_s']:.1f} samples/s, peak {s['peak_memory_mb']:.0f} MB, "
-            f"train loss {s['train_loss']:.4f} acc {s['train_eval_accuracy']:.3f} L1 {s['train_eval_l1']:.4f}"
+            f"train loss {s['train_eval_loss']:.4f} acc {s['train_eval_accuracy']:.3f} L1 {s['train_eval_l1']:.4f}"
             f"{held} -> {s['output']}")
 
 

@@ -16,7 +16,6 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from vla.errors import StatisticsError as ModelStatisticsError
 from vla.model.checkpoint import STATISTICS
 from vla.model.lora import add_lora, lora_layers, merge_lora
 from vla.model.normalization import ActionStats
@@ -51,12 +50,8 @@ def load_base(config: FinetuneConfig, device: torch.device) -> OpenVLA:
 
 def check_action_dim(model: OpenVLA, action_dim: int, allow_new: bool) -> None:
     """Refuse a dataset whose action size none of the base's statistics has (unless allowed)."""
-    dims = {}
-    for key, entry in model.norm_stats.items():
-        try:
-            dims[key] = ActionStats.from_dict(entry["action"]).dim
-        except (KeyError, ModelStatisticsError):
-            continue  # the checkpoint loader already validated them; a key without actions says nothing
+    # the checkpoint loader validated every entry (each has action q01/q99)
+    dims = {key: ActionStats.from_dict(entry["action"]).dim for key, entry in model.norm_stats.items()}
     if dims and action_dim not in dims.values() and not allow_new:
         raise IncompatibleDataError(
             f"the dataset has {action_dim}-dim actions but the base was trained on {sorted(set(dims.values()))}-dim "
@@ -107,7 +102,10 @@ def write_output(out: pathlib.Path, config: FinetuneConfig, model: OpenVLA, norm
         trained = lora_state(model)
         model = load_base(dataclasses.replace(config, mode="lora"), torch.device("cpu"))
         set_trainable(model, dataclasses.replace(config, mode="lora"))
-        model.load_state_dict(trained, strict=False)
+        result = model.load_state_dict(trained, strict=False)  # the base's own weights are not in `trained`
+        if result.unexpected_keys or set(trained) != set(lora_state(model)):
+            raise TrainConfigError(f"the trained adapter does not fit the full-precision base "
+                                   f"(unexpected {result.unexpected_keys[:3]}); run without --merge (adapter files) and report this")
     if config.mode != "full":
         merge_lora(model)
     model.norm_stats = stats

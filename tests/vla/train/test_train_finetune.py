@@ -83,6 +83,9 @@ def test_resumed_run_matches_an_uninterrupted_one(colour_data, tmp_path):
     assert curve(split) == curve(whole)
     a, b = load_file(str(whole / "adapter_model.safetensors")), load_file(str(split / "adapter_model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    finetune(_config(split, colour_data, resume=True, **kw))  # nothing left to do: evaluates, rewrites, same curve
+    assert curve(split) == curve(whole)
+    assert json.loads((split / SUMMARY).read_text())["session_steps"] == 0
 
 
 def test_action_dims_that_the_base_never_had_are_refused(colour_data, tmp_path):
