@@ -130,11 +130,13 @@ class PolicyClient:
             if not msg or len(msg[0]) != 0:
                 raise ProtocolError("reply lacks the empty delimiter frame; is this a vla PolicyServer?")
             header = protocol.unpack(msg[1:])
-            if header.get("id") in (rid, None):  # None: the server could not read our id
+            if "id" not in header:
+                raise ProtocolError("reply lacks its request id; is this a vla PolicyServer?")
+            if header["id"] in (rid, None):  # None: the server could not read our id
                 if shortened:
                     self._sock.rcvtimeo = self._timeout_ms
                 return (rid, *protocol.parse_reply(header)[1:])
-            log.warning("dropping a reply to request %r while waiting for %r", header.get("id"), rid)
+            log.warning("dropping a reply to request %r while waiting for %r", header["id"], rid)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise self._timeout("reply")

@@ -85,3 +85,29 @@ def test_addresses_and_settings_are_checked() -> None:
         normalize_address("localhost")
     with pytest.raises(ProtocolError, match="timeout_s"):
         PolicyClient("127.0.0.1:5555", timeout_s=0)
+
+
+def test_a_reply_to_another_request_is_dropped_not_returned() -> None:
+    import zmq
+
+    from serving import protocol
+
+    # a ROUTER speaking the protocol by hand: it answers a stale id first, then the real one
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.linger = 0
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+
+    def answer() -> None:
+        ident, empty, header, *_ = router.recv_multipart()
+        rid = protocol.parse_request(protocol.unpack([header])).id
+        for reply_id, value in ((rid + 100, 9.0), (rid, 1.0)):
+            result = {"action": np.full(7, value, np.float32)}
+            router.send_multipart([ident, empty, *protocol.pack_result(reply_id, result, {})])
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    with PolicyClient(f"127.0.0.1:{port}", timeout_s=5) as client:
+        reply = client.act(images={"a": np.zeros((2, 2, 3), np.uint8)}, instruction="x")
+    thread.join(5)
+    router.close()
+    assert reply.action.tolist() == [1.0] * 7
