@@ -46,6 +46,9 @@ class ArmLayout(enum.Enum):
     NATIVE = "native"  # any number of dims, kept as they are (joint or standardized datasets)
 
 
+# Names of the standardized 7-dim end-effector action's dims, in order; `motion_words` keys use them.
+MOTION_AXES = ("x", "y", "z", "roll", "pitch", "yaw", "gripper")
+
 ARM_DIMS = {ArmLayout.XYZ_RPY: 6, ArmLayout.XYZ_QUAT: 7, ArmLayout.XYZ_AXIS_ANGLE: 6, ArmLayout.XYZ: 3,
             ArmLayout.XY: 2}
 
@@ -154,6 +157,8 @@ class DatasetEntry:
     features: dict[str, FeatureSpec]  # declared raw step features other than images
     robot: str = ""
     note: str = ""  # where the schema comes from, and what we are unsure of
+    # RT-H motion words per axis of the standardized action: axis -> (word for -, word for +); empty: defaults
+    motion_words: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)
     raw: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)  # the TOML table
 
     @property
@@ -183,8 +188,25 @@ def _require(table: dict, key: str, where: str) -> Any:
     return table[key]
 
 
-_ENTRY_KEYS = {"images", "state", "state_encoding", "action", "language", "control_hz", "features", "robot", "note"}
+_ENTRY_KEYS = {"images", "state", "state_encoding", "action", "language", "control_hz", "features", "robot", "note",
+               "motion_words"}
 _ACTION_KEYS = {"encoding", "arm", "layout", "gripper", "gripper_convention"}
+
+
+def _motion_words(table: Any, where: str) -> dict[str, tuple[str, str]]:
+    """`motion_words = { x = ["move arm backward", "move arm forward"], ... }`, checked."""
+    if not isinstance(table, dict):
+        raise RegistryError(f"{where}: motion_words must be a table axis -> [word for -, word for +]")
+    out = {}
+    for axis, pair in table.items():
+        if axis not in MOTION_AXES:
+            raise RegistryError(f"{where}: motion_words axis {axis!r} is not one of {MOTION_AXES}")
+        if (not isinstance(pair, list) or len(pair) != 2
+                or not all(isinstance(w, str) and w.strip() for w in pair)):
+            raise RegistryError(f"{where}: motion_words.{axis} = {pair!r} must be two non-empty words "
+                                '[for -, for +], e.g. ["move arm down", "move arm up"]')
+        out[axis] = (pair[0].strip(), pair[1].strip())
+    return out
 
 
 def parse_entry(name: str, table: dict, source: str = "<entry>") -> DatasetEntry:
@@ -224,6 +246,7 @@ def parse_entry(name: str, table: dict, source: str = "<entry>") -> DatasetEntry
     if (lang_enc is LanguageEncoding.NONE) != ("key" not in lang):
         raise RegistryError(f"{where}: language.key must be given unless language.encoding is 'none'")
     features = {k: FeatureSpec.parse(v, f"{where} features.{k}") for k, v in dict(table.get("features", {})).items()}
+    motion_words = _motion_words(table.get("motion_words", {}), where)
     entry = DatasetEntry(
         name=name,
         images=images,
@@ -236,6 +259,7 @@ def parse_entry(name: str, table: dict, source: str = "<entry>") -> DatasetEntry
         features=features,
         robot=str(table.get("robot", "")),
         note=str(table.get("note", "")),
+        motion_words=motion_words,
         raw=table,
     )
     # Every non-image path the entry reads must be declared, so a test can build the shard from it.

@@ -1,0 +1,50 @@
+"""`vla rth label|learn-corrections`: RT-H language motions from the command line."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+import sys
+from typing import Annotated
+
+import tyro
+
+from vla.data.errors import DataError
+from vla.rth.errors import RTHError
+from vla.rth.label import LabelConfig, Signal
+
+
+@dataclasses.dataclass(frozen=True)
+class Label:
+    """Label every step of DATASET with an RT-H motion; write OUT/<DATASET>_rth and print the vocabulary."""
+
+    dataset: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="DATASET")]  # registry entry or converted set
+    data_dir: pathlib.Path  # folder holding <DATASET>/<version>/dataset_info.json
+    out: pathlib.Path  # data_dir to write <DATASET>_rth/1.0.0/ into
+    window: int = 3  # steps looked ahead per label
+    threshold: float = 0.3  # fraction of each axis' q01/q99 spread (with --absolute: m, rad, gripper units)
+    absolute: bool = False  # read --threshold in the signal's units instead
+    signal: Signal = Signal.AUTO  # label actions or proprio poses (auto: actions if end-effector)
+    native_actions_are_eef_delta: bool = False  # a converted set's 7-dim actions are end-effector deltas
+    overwrite: bool = False  # replace an existing OUT/<DATASET>_rth
+
+    def run(self) -> None:
+        from vla.rth.label import label_dataset
+        from vla.rth.motions import format_histogram
+
+        config = LabelConfig(self.window, self.threshold, self.absolute, self.signal,
+                             self.native_actions_are_eef_delta)
+        report = label_dataset(self.dataset, self.data_dir, self.out, config, overwrite=self.overwrite)
+        print(format_histogram(report.counts))
+        print(f"wrote {report.episodes} episodes, {report.steps} steps to {report.path}")
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    cmd = tyro.extras.subcommand_cli_from_dict({"label": Label}, args=argv, prog="vla rth")
+    try:
+        cmd.run()
+    except (RTHError, DataError) as e:
+        print(f"vla rth: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    return 0
