@@ -44,6 +44,7 @@ def test_unknown_mode_and_saving_quantized(tmp_path, toy_stats):
         quantize(vla.OpenVLA.from_preset("tiny", device="meta"), "4bit")
 
 
+@pytest.mark.slow  # bitsandbytes compiles its CPU 4-bit kernels on first use
 def test_qlora_forward_backward_and_predict(toy_stats, random_image):
     import bitsandbytes as bnb
     full = vla.OpenVLA.from_preset("tiny", norm_stats=toy_stats, seed=2)
