@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from tokenizers import Tokenizer
 
-from vla.errors import CheckpointError, ImageError, InstructionError
+from vla.errors import CheckpointError, ConfigError, ImageError, InstructionError
 from vla.model.action_tokenizer import ActionTokenizer
 from vla.model.vision import ImageNormalization
 
@@ -85,6 +85,11 @@ class ImageTransform:
     size: int
     normalizations: tuple[ImageNormalization, ...]
     center_crop_area: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = {n.interpolation for n in self.normalizations} - RESAMPLING.keys()
+        if unknown:
+            raise ConfigError(f"image interpolation {sorted(unknown)} is not supported; supported: {sorted(RESAMPLING)}")
 
     def to_pil(self, image: Any) -> Image.Image:
         """Validate one image (HxWx3 uint8 array or PIL image) and return it as RGB PIL."""
