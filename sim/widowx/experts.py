@@ -25,7 +25,8 @@ CLOSE_STEPS, OPEN_STEPS = 2, 2  # control steps to close / open the fingers (0.4
 PUSH_OFFSET, PUSH_Z, PUSH_PAST = 0.045, 0.02, 0.085  # push_left: start 4.5 cm right of the block, push 8.5 cm
 NOISE_STD = 0.006  # m per step, noisy variant
 MISTAKES = ("off_centre", "close_early", "close_late", "release_early")  # grasping tasks
-PUSH_MISTAKES = ("push_short", "push_high")  # push_left: stops after a third, or pushes over the block
+PUSH_MISTAKES = ("push_short", "push_high")  # push_left: stops early, or pushes over the block
+PUSH_SHORT = (0.2, 0.45)  # share of the push done by push_short; the task is met near 0.35
 OFF_CENTRE = 0.022  # m: grasp offset along the finger axis for the off-centre mistake
 
 
@@ -53,7 +54,8 @@ class WaypointExpert:
         s, goal = self.scene, self.task.goal
         bx, by, _ = s.block_pos
         if goal == "push_left":
-            y0, y1 = by - PUSH_OFFSET, by + PUSH_PAST * (0.33 if self.mistake == "push_short" else 1.0)
+            short = self.rng.uniform(*PUSH_SHORT) if self.mistake == "push_short" else 1.0
+            y0, y1 = by - PUSH_OFFSET, by + PUSH_PAST * short
             z = PUSH_Z + (0.04 if self.mistake == "push_high" else 0.0)
             return [
                 Waypoint((bx, y0, HOVER_Z), 0.0),
