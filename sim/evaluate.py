@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from robot import MissingCameraError, Observation, Policy, run_episode
+from robot import NAMED_RIGS, MissingCameraError, Observation, Policy, run_episode
 from sim.config import CameraShift, SceneOptions
 from sim.errors import EvalError
 from sim.registry import get_task
@@ -252,6 +252,11 @@ def compare(summaries: Sequence[pathlib.Path], out: pathlib.Path, labels: Sequen
 def evaluate_spec(cfg: EvalConfig, policy: str, unnorm_key: str | None = None) -> dict:
     """Load `policy` (checkpoint folder or tcp://HOST:PORT) and `evaluate` it; closes a client afterwards."""
     get_task(cfg.task)  # unknown task: fail before loading a model
+    if not policy.startswith("tcp://") and "primary" not in NAMED_RIGS.get(cfg.rig, ("primary",)):
+        raise EvalError(
+            f"a checkpoint evaluated in process reads the `primary` image, which rig {cfg.rig!r} does not give; "
+            "use --rig third_person or both (or serve a multi-image checkpoint and pass its tcp:// address)"
+        )
     loaded = load_policy(policy, unnorm_key, cfg.policy_timeout_s)
     try:
         return evaluate(cfg, loaded, policy_name=policy)

@@ -145,3 +145,5 @@ def test_cli_list_and_errors(capsys):
     assert "--policy" in capsys.readouterr().err
     assert sim_main(["eval", TASK, "--policy", "/no/such/folder"]) == 1
     assert "neither a checkpoint folder" in capsys.readouterr().err
+    assert sim_main(["eval", TASK, "--policy", "/no/such/folder", "--rig", "eye_in_hand"]) == 1
+    assert "--rig third_person" in capsys.readouterr().err
