@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import gc
 import logging
 import os
 import pathlib
@@ -172,9 +173,13 @@ class PolicyServer:
                      self.address, self.stats.requests, self.stats.batches)
 
     def _watch_signals(self) -> Callable[[], None]:
-        """In the main thread, stop on SIGINT/SIGTERM; returns the function that undoes this."""
+        """In the main thread (a server process): stop on SIGINT/SIGTERM, freeze start-up objects
+        for the GC; returns the function that undoes the signal handling."""
         if threading.current_thread() is not threading.main_thread():
             return lambda: None  # only the main thread may install handlers; its owner handles signals
+        # the process is a server from here on: keep the cyclic GC's full passes off the objects of
+        # start-up (modules, model), which would otherwise be re-traversed every few thousand requests
+        gc.freeze()
         # A Python handler runs only between bytecodes of the main thread, which sits blocked in zmq
         # (and a signal may land in a numpy or zmq thread). Python's C handler also writes the
         # signal number to the wakeup fd at once, from any thread: a helper thread reads it there.
