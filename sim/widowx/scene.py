@@ -37,6 +37,15 @@ BOWL_INNER_RADIUS = 0.06
 PARKED = (5.0, -5.0, 0.0)  # where unused objects wait, outside every camera
 # camera name in the robot's spec -> (MJCF camera, role)
 CAMERAS = {"shoulder": ("shoulder", "primary"), "wrist": ("widowx250/wrist", "wrist")}
+REST_STEPS = 10  # physics steps after placing objects, so the block rests on the table
+IN_BOWL_MAX_Z = 0.04  # block centre below the bowl rim (0.044 m): in the bowl, not held above it
+ON_TABLE_MAX_Z = 0.03  # push_left: the block was pushed, not lifted
+HOME_TOLERANCE = 0.005  # m: the settled arm must be this close to HOME_EE
+PLACEMENT_TRIES = 1000  # rejection-sampling attempts for non-overlapping objects
+DISTRACTOR_X, DISTRACTOR_Y = (0.18, 0.42), (-0.22, 0.22)  # table area for distractors (m)
+DISTRACTOR_CLEARANCE = 0.09  # m between a distractor and any other object's centre
+# start joint angles from which the weld pulls the arm to HOME_EE (shoulder, elbow, wrist angle; rad)
+SETTLE_START = {"widowx250/shoulder": -0.5, "widowx250/elbow": 0.5, "widowx250/wrist_angle": 1.5}
 TABLE_TEXTURES = ("wood", "checker", "gradient", "speckle")  # materials table/<name> in the XML
 MAX_DISTRACTORS = 3
 WIDOWX_LIMITS = SafetyLimits(WORKSPACE_LOW, WORKSPACE_HIGH, MAX_TRANSLATION, MAX_ROTATION)
@@ -193,7 +202,7 @@ class WidowXScene:
         self._place_distractors(rng, block, bowl)
         self._shift_camera(episode_seed)
         mj.mj_forward(m, d)
-        for _ in range(10):  # let the block rest on the table
+        for _ in range(REST_STEPS):
             mj.mj_step(m, d)
         self.block_start = self.block_pos
         self.episode_seed = episode_seed
@@ -237,9 +246,9 @@ class WidowXScene:
         block, goal = self.block_pos, self.task.goal
         if goal == "block_in_bowl":
             inside = np.linalg.norm(block[:2] - self.bowl_pos[:2]) < BOWL_INNER_RADIUS - BLOCK_HALF
-            return bool(inside and block[2] < 0.04)  # resting low in the bowl, not held above it
+            return bool(inside and block[2] < IN_BOWL_MAX_Z)
         if goal == "push_left":
-            return bool(block[1] - self.block_start[1] >= self.task.push_distance and block[2] < 0.03)
+            return bool(block[1] - self.block_start[1] >= self.task.push_distance and block[2] < ON_TABLE_MAX_Z)
         return bool(block[2] - BLOCK_HALF >= self.task.lift_height)  # pick_block
 
     # -- internals --------------------------------------------------------------------------
@@ -251,9 +260,8 @@ class WidowXScene:
         """Joint angles that put the end effector at HOME_EE pointing down (found once, by physics)."""
         mj, m, d = self._mj, self.model, self.data
         mj.mj_resetData(m, d)
-        d.qpos[m.jnt_qposadr[m.joint("widowx250/shoulder").id]] = -0.5
-        d.qpos[m.jnt_qposadr[m.joint("widowx250/elbow").id]] = 0.5
-        d.qpos[m.jnt_qposadr[m.joint("widowx250/wrist_angle").id]] = 1.5
+        for joint, angle in SETTLE_START.items():
+            d.qpos[m.jnt_qposadr[m.joint(joint).id]] = angle
         d.qpos[self._finger_qpos : self._finger_qpos + 2] = (FINGER_OPEN, -FINGER_OPEN)
         d.mocap_pos[self._target] = HOME_EE
         d.mocap_quat[self._target] = TOP_DOWN
@@ -263,7 +271,7 @@ class WidowXScene:
         for _ in range(SETTLE_STEPS):
             mj.mj_step(m, d)
         err = np.linalg.norm(d.xpos[self._ee] - HOME_EE)
-        if err > 0.005:
+        if err > HOME_TOLERANCE:
             raise SceneOptionError(f"the arm did not reach its home pose (off by {err:.4f} m); the scene XML is broken")
         return d.qpos.copy()
 
@@ -272,7 +280,7 @@ class WidowXScene:
         block = np.array([rng.uniform(*t.block_x), rng.uniform(*t.block_y), BLOCK_HALF])
         if not t.uses_bowl:
             return block, np.array(PARKED)
-        for _ in range(1000):
+        for _ in range(PLACEMENT_TRIES):
             bowl = np.array([rng.uniform(*t.bowl_x), rng.uniform(*t.bowl_y), 0.0])
             if np.linalg.norm(bowl[:2] - block[:2]) >= t.min_separation:
                 return block, bowl
@@ -286,9 +294,9 @@ class WidowXScene:
             if i >= self.options.distractors:
                 self.data.mocap_pos[mocap] = (PARKED[0], PARKED[1] - 1 - i, 0.0)
                 continue
-            for _ in range(1000):
-                xy = np.array([rng.uniform(0.18, 0.42), rng.uniform(-0.22, 0.22)])
-                if all(np.linalg.norm(xy - other) >= 0.09 for other in taken):
+            for _ in range(PLACEMENT_TRIES):
+                xy = np.array([rng.uniform(*DISTRACTOR_X), rng.uniform(*DISTRACTOR_Y)])
+                if all(np.linalg.norm(xy - other) >= DISTRACTOR_CLEARANCE for other in taken):
                     break
             else:
                 raise SceneOptionError(f"no free table space for {self.options.distractors} distractors")
