@@ -12,7 +12,7 @@ Variants (`sim.config.EXPERT_VARIANTS`; V-GPS needs mixed-quality data):
 - `noisy`: the expert plus Gaussian noise on every translation and rotation.
 - `suboptimal`: one deliberate mistake per episode, drawn from the seed (as the WidowX experts):
   an off-centre grasp (along the fingers' closing axis), closing the gripper too high, or opening
-  it early (halfway up for Lift, above the target instead of on it otherwise); no retries, so
+  it early (1 cm up for Lift, above the target instead of on it otherwise); no retries, so
   some episodes fail, which is the point.
 Each episode's random draws come from (expert seed, episode seed).
 """
@@ -54,6 +54,7 @@ class ExpertGains:
     noise_std: tuple[float, float] = (0.004, 0.02)  # `noisy`: translation (m), rotation (rad) per step
     off_centre: float = 0.03  # `off_centre` mistake: grasp this far along the closing axis (m)
     close_high: float = 0.035  # `close_high` mistake: close the fingers this far above the grasp point (m)
+    early_lift: float = 0.01  # `release_early` on a lift task: open once the object is this high (m)
 
 
 def _wrap(angle: float) -> float:
@@ -100,8 +101,8 @@ class WaypointExpert:
     # --- waypoint logic ---------------------------------------------------------------------------
     def _target_yaw(self, eef_rot: Rotation) -> float:
         current = eef_rot.as_euler("xyz")[2]
-        if self.task.grasp_symmetry is None:
-            return self._yaw_hold if self._phase != "approach" else current
+        if self.task.grasp_symmetry is None:  # any yaw grasps it: keep the gripper's
+            return self._yaw_hold
         _, obj_rot = self.scene.body_pose(self.task.grasp_body)
         obj_yaw, period = obj_rot.as_euler("xyz")[2], self.task.grasp_symmetry
         # among the object's symmetric yaws, the one nearest the gripper's current yaw
@@ -159,8 +160,8 @@ class WaypointExpert:
         elif phase == "lift":
             target = np.array([eef[0], eef[1], self._lift_z - self._grasp_offset[2]])
             action, err, _ = self._move(target, self._yaw_hold, CLOSED)
-            if self.mistake == "release_early" and task.target_body is None and err < task.lift_height / 2:
-                self._phase, self._timer = "open", 0  # lets go halfway up
+            if self.mistake == "release_early" and task.target_body is None and err < task.lift_height - g.early_lift:
+                self._phase, self._timer = "open", 0  # lets go just after it left the table
             elif err < g.coarse_tol and task.target_body is not None:
                 self._phase = "carry"
         elif phase in ("carry", "lower"):

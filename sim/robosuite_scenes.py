@@ -135,7 +135,9 @@ def _find_sampler(root, name: str):
     return None
 
 
-def shift_camera(pos: np.ndarray, quat_wxyz: np.ndarray, shift: CameraShift, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def shift_camera(
+    pos: np.ndarray, quat_wxyz: np.ndarray, shift: CameraShift, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A camera pose moved `shift.distance_m` and turned `shift.angle_deg`, directions drawn from `seed`."""
     # translation: uniform on the sphere; turn: about an axis across the optical axis (a pan/tilt
     # mix, as a bumped tripod; no roll about the optical axis)
