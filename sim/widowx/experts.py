@@ -28,6 +28,10 @@ MISTAKES = ("off_centre", "close_early", "close_late", "release_early")  # grasp
 PUSH_MISTAKES = ("push_short", "push_high")  # push_left: stops early, or pushes over the block
 PUSH_SHORT = (0.2, 0.45)  # share of the push done by push_short; the task is met near 0.35
 OFF_CENTRE = 0.022  # m: grasp offset along the finger axis for the off-centre mistake
+CLOSE_EARLY_Z = 0.035  # m above the grasp height where close_early shuts the fingers
+CLOSE_LATE_Z = 0.03  # m the close_late expert rises with open fingers before closing
+PUSH_HIGH_Z = 0.04  # m above the push height: push_high sweeps over the block
+FINAL_HOLD = 3  # steps the expert waits at the end (the episode ends earlier on success)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,26 +60,26 @@ class WaypointExpert:
         if goal == "push_left":
             short = self.rng.uniform(*PUSH_SHORT) if self.mistake == "push_short" else 1.0
             y0, y1 = by - PUSH_OFFSET, by + PUSH_PAST * short
-            z = PUSH_Z + (0.04 if self.mistake == "push_high" else 0.0)
+            z = PUSH_Z + (PUSH_HIGH_Z if self.mistake == "push_high" else 0.0)
             return [
                 Waypoint((bx, y0, HOVER_Z), 0.0),
                 Waypoint((bx, y0, z), 0.0, SLOW),
                 Waypoint((bx, y1, z), 0.0, SLOW),
-                Waypoint(None, 0.0, hold=3),
+                Waypoint(None, 0.0, hold=FINAL_HOLD),
             ]
         dy = OFF_CENTRE * self.rng.choice([-1, 1]) if self.mistake == "off_centre" else 0.0
-        grasp_z = GRASP_Z + (0.035 if self.mistake == "close_early" else 0.0)
+        grasp_z = GRASP_Z + (CLOSE_EARLY_Z if self.mistake == "close_early" else 0.0)
         plan = [
             Waypoint((bx, by + dy, HOVER_Z), 1.0),
             Waypoint((bx, by + dy, grasp_z), 1.0, SLOW),
         ]
         if self.mistake == "close_late":  # starts lifting with open fingers, closes on the way up
-            plan += [Waypoint((bx, by + dy, grasp_z + 0.03), 1.0, SLOW), Waypoint(None, 0.0, hold=CLOSE_STEPS)]
+            plan += [Waypoint((bx, by + dy, grasp_z + CLOSE_LATE_Z), 1.0, SLOW), Waypoint(None, 0.0, hold=CLOSE_STEPS)]
         else:
             plan += [Waypoint(None, 0.0, hold=CLOSE_STEPS)]
         plan += [Waypoint((bx, by + dy, CARRY_Z), 0.0, SLOW)]
         if goal == "pick_block":
-            return plan + [Waypoint(None, 0.0, hold=3)]
+            return plan + [Waypoint(None, 0.0, hold=FINAL_HOLD)]
         wx, wy, _ = s.bowl_pos
         if self.mistake == "release_early":  # lets go half-way to the bowl
             mid = ((bx + wx) / 2, (by + wy) / 2, CARRY_Z)
@@ -85,7 +89,7 @@ class WaypointExpert:
             Waypoint((wx, wy, RELEASE_Z), 0.0, SLOW),
             Waypoint(None, 1.0, hold=OPEN_STEPS),
             Waypoint((wx, wy, CARRY_Z), 1.0),
-            Waypoint(None, 1.0, hold=3),
+            Waypoint(None, 1.0, hold=FINAL_HOLD),
         ]
 
     def act(self, obs: Observation, instruction: str) -> np.ndarray:
