@@ -192,3 +192,25 @@ def test_a_broken_egl_falls_back_to_osmesa(monkeypatch):
         assert scene.reset(seed=0).images["shoulder"].std() > 10
     finally:
         scene.close()
+
+
+def test_success_conditions_hold_only_for_the_goal_state(bowl_scene):
+    import mujoco
+
+    scene = bowl_scene
+    scene.reset(seed=21)
+    adr = scene._block_qpos
+
+    def place(xyz):
+        scene.data.qpos[adr : adr + 3] = xyz
+        scene.data.qvel[:] = 0
+        mujoco.mj_forward(scene.model, scene.data)
+
+    assert not scene.success()  # objects start apart
+    bowl = scene.bowl_pos
+    place((bowl[0], bowl[1], 0.08))  # above the bowl, not in it
+    assert not scene.success()
+    place((bowl[0] + 0.01, bowl[1], 0.02))  # resting inside
+    assert scene.success()
+    place((bowl[0] + 0.07, bowl[1], 0.015))  # beside the bowl
+    assert not scene.success()
