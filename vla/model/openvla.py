@@ -16,7 +16,7 @@ import torch
 import transformers
 from torch import nn
 
-from vla.errors import CheckpointError, ImageError, InstructionError, LoraError
+from vla.errors import CheckpointError, ImageError, InstructionError, LoraError, StatisticsError
 from vla.model import checkpoint as ckpt
 from vla.model.action_tokenizer import ActionTokenizer
 from vla.model.config import OpenVLAConfig
@@ -186,6 +186,8 @@ class OpenVLA(nn.Module):
     @torch.inference_mode()
     def decode_actions(self, pixel_values: torch.Tensor, instructions: Sequence[str], n_tokens: int) -> DecodeResult:
         """Greedy decode of `n_tokens` action tokens: one prefill (image + prompt), then 1 token per step."""
+        if n_tokens < 1:
+            raise StatisticsError(f"cannot decode {n_tokens} action tokens; the statistics' action dim must be >= 1")
         prompts = self.processor.encode_prompts(instructions)
         ids, mask = prompts["input_ids"].to(self.device), prompts["attention_mask"].to(self.device)
         embeds, mask = self._prefill_inputs(ids, mask, self.embed_images(pixel_values))
