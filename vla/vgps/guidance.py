@@ -19,6 +19,7 @@ from vla.vgps.qfunction import QFunction
 logger = logging.getLogger(__name__)
 
 PRIMARY = "primary"  # the camera role a single-image policy is given
+DEFAULT_TEMPERATURE = 1.0
 
 
 class SamplingModel(Protocol):
@@ -83,14 +84,15 @@ def rerank(q: QFunction, images: Any, instruction: str, candidates: Any, beta: f
 class ValueGuidedPolicy:
     """`robot.Policy` that re-ranks K samples of `policy` with `q` (V-GPS)."""
 
-    def __init__(self, policy: Any, q: QFunction, k: int = 10, beta: float = 0.0, *, temperature: float = 1.0,
+    def __init__(self, policy: Any, q: QFunction, k: int = 10, beta: float = 0.0, *,
+                 temperature: float = DEFAULT_TEMPERATURE,
                  unnorm_key: str | None = None, seed: int = 0) -> None:
         check_guidance(k, beta)
+        if temperature <= 0:
+            raise SamplingError(f"temperature must be > 0 to sample K different actions, got {temperature}")
         if not (hasattr(policy, "predict_actions") or hasattr(policy, "act")):
             raise GuidanceError(f"{type(policy).__name__} can neither predict_actions(..., n_samples=K) nor "
                                 "act(..., options={'n_samples': K}); give a vla.OpenVLA or a PolicyClient")
-        if temperature <= 0:
-            raise SamplingError(f"temperature must be > 0 to sample K different actions, got {temperature}")
         self.policy, self.q, self.k, self.beta = policy, q, int(k), float(beta)
         self.temperature, self.unnorm_key = temperature, unnorm_key
         self.rng = np.random.default_rng(seed)
@@ -102,9 +104,10 @@ class ValueGuidedPolicy:
                 raise MismatchError(f"the policy needs a {PRIMARY!r} image; the observation has {sorted(images)}")
             return self.policy.predict_actions([images[PRIMARY]], [instruction], self.unnorm_key,
                                                n_samples=self.k, temperature=self.temperature)
-        obs = _Obs(dict(images), None)
-        reply = self.policy.act(obs, instruction, unnorm_key=self.unnorm_key,
-                                options={"n_samples": self.k, "temperature": self.temperature})
+        options: dict[str, Any] = {"n_samples": self.k}
+        if self.temperature != DEFAULT_TEMPERATURE:  # servers that sample at their default may not take the option
+            options["temperature"] = self.temperature
+        reply = self.policy.act(_Obs(dict(images), None), instruction, unnorm_key=self.unnorm_key, options=options)
         if getattr(reply, "candidates", None) is None:
             raise GuidanceError("the policy server returned no .candidates for n_samples; serve a model that samples "
                                 "(a `vla serve` checkpoint), not a fixed policy")

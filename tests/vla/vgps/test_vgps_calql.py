@@ -16,12 +16,13 @@ CALIBRATION_TOLERANCE = 0.1  # mean Q(data) may sit at most this far below the m
 
 @pytest.fixture(scope="module")
 def trained(widowx_rlds, tmp_path_factory):
-    out = {}
+    out = {"dirs": {}}
     for algo in ("calql", "cql"):
         folder = tmp_path_factory.mktemp(algo)
         train_from_dataset("sim_pick_mixed", widowx_rlds, folder, preset="tiny",
                            config=TrainConfig(algo=algo, steps=STEPS, batch_size=BATCH), progress=False)
         out[algo] = QFunction.from_pretrained(folder)
+        out["dirs"][algo] = folder
     return out
 
 
@@ -65,3 +66,16 @@ def test_iql_trains_and_its_td_error_falls(widowx_rlds):
     assert history[-1]["td"] < history[0]["td"]
     scores = q.score(data.frames[0], data.instructions[0], data.actions[:5])
     assert scores.shape == (5,) and np.isfinite(scores).all()
+
+
+@pytest.mark.slow
+def test_value_guided_policy_completes_a_mujoco_episode_taking_q_argmax(trained):
+    from vgps_sim_helpers import guided_episode, in_child
+
+    run = in_child(guided_episode, str(trained["dirs"]["calql"]), 5, 7)
+    assert run["reason"] in ("success", "max_steps") and run["steps"] == len(run["chosen"]) >= 1, run["reason"]
+    q = trained["calql"]
+    for image, candidates, values, index in run["chosen"]:
+        assert len(np.unique(candidates, axis=0)) == 5
+        np.testing.assert_allclose(q.score(image, run["instruction"], candidates), values, rtol=1e-5, atol=1e-6)
+        assert index == int(np.argmax(values))
