@@ -46,19 +46,28 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 class CheckpointPolicy:
-    """A `vla.OpenVLA` model in this process as a `robot.Policy` (one image: role `primary`)."""
+    """A `vla.OpenVLA` model in this process as a `robot.Policy`.
+
+    The model's config may list `image_roles` (multi-camera checkpoints); without it the model
+    reads one image, role `primary`.
+    """
 
     def __init__(self, model: Any, unnorm_key: str | None = None) -> None:
         self.model, self.unnorm_key = model, unnorm_key
+        self.roles = tuple(getattr(model.config, "image_roles", None) or ("primary",))
 
     def act(self, obs: Observation, instruction: str) -> np.ndarray:
-        """The model's un-normalized action for the primary image."""
-        if "primary" not in obs.images:
+        """The model's un-normalized action for the images of its roles."""
+        missing = [r for r in self.roles if r not in obs.images]
+        if missing:
             raise MissingCameraError(
-                f"the checkpoint needs the `primary` image; the rig gave {sorted(obs.images)}. "
-                "Use --rig third_person or --rig both"
+                f"the checkpoint needs images {list(self.roles)}; the rig gave {sorted(obs.images)}. "
+                "Pick a --rig that provides them (third_person: primary, eye_in_hand: wrist, both)"
             )
-        return self.model.predict_action(obs.images["primary"], instruction, unnorm_key=self.unnorm_key)
+        if self.roles == ("primary",):
+            return self.model.predict_action(obs.images["primary"], instruction, unnorm_key=self.unnorm_key)
+        images = {r: obs.images[r] for r in self.roles}
+        return self.model.predict_action(images=images, instruction=instruction, unnorm_key=self.unnorm_key)
 
 
 class ClientPolicy:
@@ -252,12 +261,14 @@ def compare(summaries: Sequence[pathlib.Path], out: pathlib.Path, labels: Sequen
 def evaluate_spec(cfg: EvalConfig, policy: str, unnorm_key: str | None = None) -> dict:
     """Load `policy` (checkpoint folder or tcp://HOST:PORT) and `evaluate` it; closes a client afterwards."""
     get_task(cfg.task)  # unknown task: fail before loading a model
-    if not policy.startswith("tcp://") and "primary" not in NAMED_RIGS.get(cfg.rig, ("primary",)):
-        raise EvalError(
-            f"a checkpoint evaluated in process reads the `primary` image, which rig {cfg.rig!r} does not give; "
-            "use --rig third_person or both (or serve a multi-image checkpoint and pass its tcp:// address)"
-        )
     loaded = load_policy(policy, unnorm_key, cfg.policy_timeout_s)
+    roles = getattr(loaded, "roles", ())
+    given = NAMED_RIGS.get(cfg.rig, roles)  # a custom rig is checked per observation instead
+    if not set(roles) <= set(given):
+        raise EvalError(
+            f"the checkpoint reads images {list(roles)} but rig {cfg.rig!r} gives {list(given)}; "
+            f"pick a rig that has them: {[n for n, r in NAMED_RIGS.items() if set(roles) <= set(r)]}"
+        )
     try:
         return evaluate(cfg, loaded, policy_name=policy)
     finally:
