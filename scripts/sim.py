@@ -66,7 +66,7 @@ class Eval:
     table_texture: str | None = None  # wood, checker, gradient, speckle
     distractors: int = 0  # extra objects on the table
     image_size: int = 128
-    video: str = "each"  # each: an mp4 per episode; none
+    video: str = "each"  # each: an mp4 per episode; grid: one rollouts.mp4 tiling up to 16 episodes; none
     policy_timeout_s: float = 30.0
     compare: tuple[pathlib.Path, ...] = ()  # summary.json files to plot side by side instead of evaluating
     labels: tuple[str, ...] = ()  # bar labels for --compare (default: folder names)

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 EVAL_SEED = 1_000_000  # default first evaluation seed; collection uses 0, 1, 2, ...
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
-VIDEO_MODES = ("each", "none")  # an mp4 per episode, or none
+VIDEO_MODES = ("each", "grid", "none")  # an mp4 per episode, one mp4 tiling the episodes, or none
+GRID_MAX_EPISODES = 16  # tiles in the grid video (the first episodes), 4 x 4
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -127,7 +128,7 @@ class EvalConfig:
     table_texture: str | None = None
     distractors: int = 0
     policy_timeout_s: float = 30.0  # a slower answer stops the episode safely
-    video: str = "each"  # "each": an mp4 per episode; "none"
+    video: str = "each"  # "each": an mp4 per episode; "grid": one rollouts.mp4 of up to 16 episodes; "none"
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -156,6 +157,20 @@ def write_video(path: pathlib.Path, frames: Sequence[dict[str, np.ndarray]], fps
     return path
 
 
+def write_grid_video(path: pathlib.Path, episodes: Sequence[Sequence[dict[str, np.ndarray]]], fps: float) -> pathlib.Path:
+    """One mp4 tiling episodes (roles side by side in each tile); finished episodes hold their last frame."""
+    tiles = [[np.concatenate([f[r] for r in sorted(f)], axis=1) for f in ep] for ep in episodes]
+    cols = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    blank = np.zeros_like(tiles[0][0])
+    frames = []
+    for t in range(max(map(len, tiles))):
+        cells = [ep[min(t, len(ep) - 1)] for ep in tiles] + [blank] * (rows * cols - len(tiles))
+        frames.append({"grid": np.concatenate(
+            [np.concatenate(cells[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0)})
+    return write_video(path, frames, fps)
+
+
 def evaluate(cfg: EvalConfig, policy: Policy, policy_name: str = "policy") -> dict:
     """Run `policy` on `cfg.task` for `cfg.episodes` episodes; write `summary.json` (+ videos) to `cfg.out`."""
     task = get_task(cfg.task)
@@ -168,7 +183,7 @@ def evaluate(cfg: EvalConfig, policy: Policy, policy_name: str = "policy") -> di
     horizon = cfg.max_steps or task.max_steps
     scene = task.make(seed=cfg.seed, options=options)
     start = time.perf_counter()
-    episodes, latencies = [], []
+    episodes, latencies, grid = [], [], []
     try:
         for i in tqdm(range(cfg.episodes), desc=f"eval {cfg.task}", unit="ep"):
             seed = cfg.seed + i
@@ -183,10 +198,15 @@ def evaluate(cfg: EvalConfig, policy: Policy, policy_name: str = "policy") -> di
             video = None
             if cfg.video == "each":
                 video = write_video(out / f"episode_{i:03d}.mp4", res.frames, scene.spec.control_hz).name
+            elif cfg.video == "grid" and len(grid) < GRID_MAX_EPISODES:
+                grid.append(res.frames)
+                video = "rollouts.mp4"
             episodes.append({
                 "episode": i, "seed": seed, "success": res.success, "steps": res.steps, "reason": res.reason,
                 "error": res.error, "latency_ms": _latency_ms(res.policy_latency_s), "video": video,
             })
+        if grid:
+            write_grid_video(out / "rollouts.mp4", grid, scene.spec.control_hz)
     finally:
         scene.close()
     successes = sum(e["success"] for e in episodes)
@@ -287,8 +307,10 @@ def format_summary(summary: dict, out: pathlib.Path) -> str:
         f"policy latency: mean {lat['mean']:.1f} ms, p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms",
         f"summary: {pathlib.Path(out) / 'summary.json'}",
     ]
-    videos = [e["video"] for e in summary["per_episode"] if e["video"]]
-    if videos:
+    videos = sorted({e["video"] for e in summary["per_episode"] if e["video"]})
+    if len(videos) == 1:
+        lines.append(f"video: {pathlib.Path(out) / videos[0]}")
+    elif videos:
         lines.append(f"videos: {pathlib.Path(out) / videos[0]} (+{len(videos) - 1} more)")
     return "\n".join(lines)
 

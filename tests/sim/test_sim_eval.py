@@ -149,3 +149,18 @@ def test_cli_list_and_errors(capsys):
     assert sim_main(["eval", TASK, "--policy", "/no/such/folder"]) == 1
     assert "neither a checkpoint folder" in capsys.readouterr().err
 
+
+
+def test_grid_video_tiles_the_episodes(tmp_path):
+    import imageio.v3 as iio
+
+    class Still:
+        def act(self, obs, instruction):
+            return np.array([0, 0, 0, 0, 0, 0, 1.0])
+
+    cfg = EvalConfig(TASK, tmp_path, episodes=3, max_steps=2, image_size=32, video="grid")
+    summary = evaluate(cfg, Still(), "still")
+    assert {e["video"] for e in summary["per_episode"]} == {"rollouts.mp4"}
+    frames = list(iio.imiter(tmp_path / "rollouts.mp4", plugin="pyav"))
+    assert len(frames) == 3 and frames[0].shape == (64, 64, 3)  # 2 x 2 tiles of 32 px, one blank
+    assert frames[0][32:, 32:].max() < 20 and frames[0][:32, :32].std() > 10
