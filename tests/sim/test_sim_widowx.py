@@ -214,3 +214,21 @@ def test_success_conditions_hold_only_for_the_goal_state(bowl_scene):
     assert scene.success()
     place((bowl[0] + 0.07, bowl[1], 0.015))  # beside the bowl
     assert not scene.success()
+
+
+def test_custom_rig_renders_only_its_cameras():
+    scene = sim.make("widowx-pick-block", image_size=32, rig={"primary": "wrist"})
+    try:
+        assert [c.name for c in scene.spec.cameras] == ["wrist"]
+        obs = scene.reset(seed=0)
+        assert set(obs.images) == {"wrist"}
+
+        class Still:
+            def act(self, obs, instruction):
+                assert set(obs.images) == {"primary"}
+                return np.array([0, 0, 0, 0, 0, 0, 1.0])
+
+        res = run_episode(scene, Still(), "look", 2, rig={"primary": "wrist"}, seed=0)
+        np.testing.assert_array_equal(res.frames[0]["primary"], obs.images["wrist"])
+    finally:
+        scene.close()
