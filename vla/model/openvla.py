@@ -186,6 +186,9 @@ class OpenVLA(nn.Module):
     @torch.inference_mode()
     def decode_actions(self, pixel_values: torch.Tensor, instructions: Sequence[str], n_tokens: int) -> DecodeResult:
         """Greedy decode of `n_tokens` action tokens: one prefill (image + prompt), then 1 token per step."""
+        if self.device.type == "meta":
+            raise CheckpointError("this model lives on the meta device (shapes only, no weights); build it with "
+                                  "from_pretrained(path) or from_preset(name) without device='meta' to predict")
         if n_tokens < 1:
             raise StatisticsError(f"cannot decode {n_tokens} action tokens; the statistics' action dim must be >= 1")
         prompts = self.processor.encode_prompts(instructions)

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 import vla
-from vla.errors import ConfigError, UnknownPresetError
+from vla.errors import CheckpointError, ConfigError, UnknownPresetError
 from vla.model.config import OpenVLAConfig, TextConfig
 from vla.model.presets import get_preset
 
@@ -59,6 +60,8 @@ def test_openvla_7b_on_meta_device():
     assert model.vision_backbone.featurizer.embed_dim == 1024 and len(model.vision_backbone.featurizer.blocks) == 24
     assert model.vision_backbone.fused_featurizer.embed_dim == 1152
     assert next(model.parameters()).device == torch.device("meta")
+    with pytest.raises(CheckpointError, match="meta device"):
+        model.decode_actions(model.processor.process_images([np.zeros((224, 224, 3), np.uint8)]), ["pick"], 7)
 
 
 def test_tiny_preset_is_small_and_seeded(toy_stats):
