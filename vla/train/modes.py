@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from vla.model.checkpoint import STATISTICS
+from vla.model.checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, STATISTICS
 from vla.model.lora import add_lora, lora_layers, merge_lora
 from vla.model.normalization import ActionStats
 from vla.model.openvla import OpenVLA
@@ -26,8 +26,6 @@ from vla.train.errors import IncompatibleDataError, TrainConfigError
 
 log = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 BASE_COPY = "base"  # <out>/base/: the random-init preset base an adapter refers to
 
 
