@@ -12,7 +12,7 @@ Variants (`sim.config.EXPERT_VARIANTS`; V-GPS needs mixed-quality data):
 - `noisy`: the expert plus Gaussian noise on every translation and rotation.
 - `suboptimal`: one deliberate mistake per episode, drawn from the seed (as the WidowX experts):
   an off-centre grasp (along the fingers' closing axis), closing the gripper too high, or opening
-  it early (1 cm up for Lift, above the target instead of on it otherwise); no retries, so
+  it early (as the lift starts for Lift, above the target instead of on it otherwise); no retries, so
   some episodes fail, which is the point.
 Each episode's random draws come from (expert seed, episode seed).
 """
@@ -52,9 +52,8 @@ class ExpertGains:
     open_steps: int = 4
     lost_grasp: float = 0.06  # object farther than this from the gripper while carrying: regrasp
     noise_std: tuple[float, float] = (0.004, 0.02)  # `noisy`: translation (m), rotation (rad) per step
-    off_centre: float = 0.03  # `off_centre` mistake: grasp this far along the closing axis (m)
+    off_centre: float = 0.025  # `off_centre` mistake: grasp this far along the closing axis (m)
     close_high: float = 0.035  # `close_high` mistake: close the fingers this far above the grasp point (m)
-    early_lift: float = 0.01  # `release_early` on a lift task: open once the object is this high (m)
 
 
 def _wrap(angle: float) -> float:
@@ -160,8 +159,10 @@ class WaypointExpert:
         elif phase == "lift":
             target = np.array([eef[0], eef[1], self._lift_z - self._grasp_offset[2]])
             action, err, _ = self._move(target, self._yaw_hold, CLOSED)
-            if self.mistake == "release_early" and task.target_body is None and err < task.lift_height - g.early_lift:
-                self._phase, self._timer = "open", 0  # lets go just after it left the table
+            if self.mistake == "release_early" and task.target_body is None:
+                # lets go as the lift starts: one step later the object is already high enough to
+                # count as lifted for a moment, and success is judged at every step
+                self._phase, self._timer = "open", 0
             elif err < g.coarse_tol and task.target_body is not None:
                 self._phase = "carry"
         elif phase in ("carry", "lower"):
