@@ -60,6 +60,9 @@ class SceneOptions:
             raise SceneOptionError(f"image_size {self.image_size} is outside 16..1024 pixels")
         if self.distractors < 0:
             raise SceneOptionError(f"distractors must be >= 0, got {self.distractors}")
+        from sim.perturbations import check_camera_shift  # it builds on this module's CameraShift
+
+        check_camera_shift(self.rig, self.camera_shift)
 
 
 @runtime_checkable
