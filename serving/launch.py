@@ -30,6 +30,11 @@ class ServeConfig:
     max_queue: int = 256  # queued requests beyond this get an Overloaded reply
     max_message_mb: float = 64.0  # largest request accepted
     max_image_side: int = 4096  # largest image height or width accepted, pixels
+    vgps: Optional[pathlib.Path] = None  # V-GPS Q-function folder: re-rank K sampled actions per request
+    vgps_k: int = 10  # with --vgps: candidates sampled per request
+    vgps_beta: float = 0.0  # with --vgps: 0 takes the argmax of Q, > 0 samples softmax(Q / beta)
+    vgps_temperature: float = 1.0  # with --vgps: sampling temperature of the candidates
+    vgps_seed: int = 0  # with --vgps: seed of the sampling and of the softmax draws
 
 
 def make_policy(config: ServeConfig) -> ServedPolicy:
@@ -37,8 +42,16 @@ def make_policy(config: ServeConfig) -> ServedPolicy:
     if config.noop == (config.checkpoint is not None):
         raise ServerConfigError("give either a CHECKPOINT folder or --noop (zero actions, no model), not both or neither")
     if config.noop:
+        if config.vgps is not None:
+            raise ServerConfigError("--vgps re-ranks a model's samples; it needs a CHECKPOINT, not --noop")
         return NoopPolicy(config.action_dim)
-    return load_policy(config.checkpoint, quantization=config.quantization, unnorm_key=config.unnorm_key)
+    policy = load_policy(config.checkpoint, quantization=config.quantization, unnorm_key=config.unnorm_key)
+    if config.vgps is None:
+        return policy
+    from serving.vgps_policy import load_vgps_policy
+
+    return load_vgps_policy(policy, config.vgps, config.vgps_k, config.vgps_beta, config.vgps_temperature,
+                            config.vgps_seed)
 
 
 def make_server(config: ServeConfig) -> PolicyServer:

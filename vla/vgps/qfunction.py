@@ -260,7 +260,9 @@ class QFunction(nn.Module):
         try:
             meta = json.loads((path / CONFIG_FILE).read_text())
             if meta.get("format") != FORMAT:
-                raise QCheckpointError(f"{path / CONFIG_FILE} has format {meta.get('format')!r}, expected {FORMAT!r}")
+                raise QCheckpointError(f"{path} is not a Q-function folder: its {CONFIG_FILE} has format "
+                                       f"{meta.get('format')!r}, not {FORMAT!r} (a policy checkpoint?); pass the "
+                                       "folder `vla vgps train --out` wrote")
             raw = meta["q_config"]
             config = QConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
             bounds = ActionBounds(tuple(meta["action_bounds"]["low"]), tuple(meta["action_bounds"]["high"]))
