@@ -20,7 +20,7 @@ import torch
 from vla.data.registry import load_mixtures, resolve_mixture
 from vla.data.rlds import decode_image, iter_episodes, open_dataset
 from vla.data.errors import StatisticsError
-from vla.data.statistics import source_statistics
+from vla.data.statistics import cache_path, source_statistics
 from vla.errors import StatisticsError as ModelStatisticsError
 from vla.model.normalization import ActionStats, normalize_actions
 from vla.train.errors import IncompatibleDataError, MissingStatisticsError
@@ -85,8 +85,10 @@ def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: s
             stats = source_statistics(source, split)
             ActionStats.from_dict(stats["action"], where=f"statistics of {name!r}")
         except (StatisticsError, ModelStatisticsError, KeyError) as e:
-            raise MissingStatisticsError(f"dataset {name!r} in {data_dir} has no usable statistics ({e}); "
-                                         f"run `vla data stats {name} --data-dir {data_dir}`") from e
+            cached = cache_path(source, split)
+            fix = (f"delete the damaged cache {cached} so they are recomputed" if cached.is_file() else
+                   f"run `vla data stats {name} --data-dir {data_dir}`")
+            raise MissingStatisticsError(f"dataset {name!r} in {data_dir} has no usable statistics ({e}); {fix}") from e
         episodes = list(iter_episodes(source, split))
         n_held = int(np.ceil(heldout_fraction * len(episodes))) if heldout_fraction > 0 else 0
         if len(episodes) - n_held < 1:

@@ -49,3 +49,21 @@ def test_missing_camera_and_too_few_episodes_raise(colour_data):
         load_train_data("colours", colour_data, split="train", role="wrist", heldout_fraction=0.1, seed=0)
     with pytest.raises(IncompatibleDataError, match="--heldout-fraction 0"):
         load_train_data("colours6", colour_data, split="train", role="primary", heldout_fraction=0.9, seed=0)
+
+
+def test_unusable_statistics_are_named_with_the_fix(tmp_path):
+    from conftest import colour_episodes  # the session fixture's data must stay intact: write a copy
+
+    from vla.data.rlds import open_dataset
+    from vla.data.statistics import cache_path
+    from vla.data.rlds_writer import write_rlds
+    from vla.train.errors import MissingStatisticsError
+
+    write_rlds(tmp_path, "few", colour_episodes(2, 2))
+    source = open_dataset("few", tmp_path)
+    cache = cache_path(source, "train")
+    cache.write_text('{"action": {"mean": [0, 0, 0, 0, 0, 0, 0]}}')  # a damaged cache
+    with pytest.raises(MissingStatisticsError, match=f"'few' .*q01.*delete the damaged cache {cache}"):
+        load_train_data("few", tmp_path, split="train", role="primary", heldout_fraction=0.0, seed=0)
+    cache.unlink()  # the advice works
+    assert load_train_data("few", tmp_path, split="train", role="primary", heldout_fraction=0.0, seed=0).action_dim == 7
