@@ -10,6 +10,7 @@ import json
 import pathlib
 from typing import Literal
 
+from vla.data.registry import MIXTURES_PATH
 from vla.train.errors import TrainConfigError
 
 MODES = ("lora", "qlora", "full")
@@ -53,7 +54,8 @@ class FinetuneConfig:
     out: pathlib.Path  # output folder: the fine-tuned checkpoint, checkpoints/ and logs/
     data_dir: pathlib.Path  # folder holding <dataset>/<version>/dataset_info.json
     dataset: str | None = None  # one RLDS dataset (registry name or a standardized-schema set)
-    mixture: str | None = None  # a named mixture from datasets/mixtures.toml (instead of --dataset)
+    mixture: str | None = None  # a named mixture from --mixtures-file (instead of --dataset)
+    mixtures_file: pathlib.Path = MIXTURES_PATH  # TOML of `[name]` tables of `dataset = weight`
     mode: Literal["lora", "qlora", "full"] = "lora"
     max_steps: int = 1000  # optimizer steps
     batch_size: int = 16  # samples per optimizer step, summed over processes and accumulation
@@ -144,4 +146,5 @@ class FinetuneConfig:
         optim = dict(d.pop("optim"))
         optim["betas"] = tuple(optim["betas"])
         return cls(**{**d, "out": pathlib.Path(d["out"]), "data_dir": pathlib.Path(d["data_dir"]),
+                      "mixtures_file": pathlib.Path(d["mixtures_file"]),
                       "lora": LoraSettings(**d.pop("lora")), "optim": OptimSettings(**optim)})

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla.data.registry import load_mixtures, resolve_mixture
+from vla.data.registry import MIXTURES_PATH, load_mixtures, resolve_mixture
 from vla.data.rlds import decode_image, iter_episodes, open_dataset
 from vla.data.errors import StatisticsError
 from vla.data.statistics import cache_path, source_statistics
@@ -75,9 +75,9 @@ def _concat(parts: list[Frames]) -> Frames:
 
 
 def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: str, role: str,
-                    heldout_fraction: float, seed: int) -> TrainData:
+                    heldout_fraction: float, seed: int, mixtures_file: pathlib.Path = MIXTURES_PATH) -> TrainData:
     """Read every episode of the dataset (or each mixture member), split off held-out episodes."""
-    mixture = resolve_mixture(dataset_or_mixture, load_mixtures())
+    mixture = resolve_mixture(dataset_or_mixture, load_mixtures(mixtures_file))
     train_parts, heldout_parts, norm_stats, counts, dims = [], [], {}, {}, {}
     for name, weight in mixture.weights.items():
         source = open_dataset(name, data_dir)

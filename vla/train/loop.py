@@ -161,7 +161,7 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
     micro = config.micro_batch(ctx.world_size)
     data: TrainData = load_train_data(config.datasets_arg, config.data_dir, split=config.split,
                                       role=config.image_role, heldout_fraction=config.heldout_fraction,
-                                      seed=config.seed)
+                                      seed=config.seed, mixtures_file=config.mixtures_file)
     torch.manual_seed(config.seed)  # LoRA init: identical on every rank
     model = load_base(config, ctx.device)
     check_action_dim(model, data.action_dim, config.allow_new_action_dim)

@@ -67,3 +67,14 @@ def test_unusable_statistics_are_named_with_the_fix(tmp_path):
         load_train_data("few", tmp_path, split="train", role="primary", heldout_fraction=0.0, seed=0)
     cache.unlink()  # the advice works
     assert load_train_data("few", tmp_path, split="train", role="primary", heldout_fraction=0.0, seed=0).action_dim == 7
+
+
+def test_mixture_keeps_each_datasets_statistics_and_refuses_mixed_action_sizes(colour_data, tmp_path):
+    mixtures = tmp_path / "mixtures.toml"
+    mixtures.write_text("[both]\ncolours = 1.0\ncolours6 = 2.0\n[same]\ncolours = 3.0\n")
+    with pytest.raises(IncompatibleDataError, match="mixes action sizes .*'colours': 7.*'colours6': 6"):
+        load_train_data("both", colour_data, split="train", role="primary", heldout_fraction=0.0, seed=0,
+                        mixtures_file=mixtures)
+    data = load_train_data("same", colour_data, split="train", role="primary", heldout_fraction=0.0, seed=0,
+                           mixtures_file=mixtures)
+    assert set(data.norm_stats) == {"colours"} and np.all(data.train.weights == 3.0)
