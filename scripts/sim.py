@@ -70,6 +70,9 @@ class Eval:
     policy_timeout_s: float = 30.0
     compare: tuple[pathlib.Path, ...] = ()  # summary.json files to plot side by side instead of evaluating
     labels: tuple[str, ...] = ()  # bar labels for --compare (default: folder names)
+    vgps: pathlib.Path | None = None  # V-GPS Q-function folder: re-rank K sampled actions each step
+    vgps_k: int = 10  # with --vgps: candidates per step
+    vgps_beta: float = 0.0  # with --vgps: 0 = argmax of Q, > 0 = softmax(Q / beta)
 
     def run(self) -> None:
         from sim.evaluate import run_eval_command

@@ -278,8 +278,21 @@ def compare(summaries: Sequence[pathlib.Path], out: pathlib.Path, labels: Sequen
     return out
 
 
-def evaluate_spec(cfg: EvalConfig, policy: str, unnorm_key: str | None = None) -> dict:
-    """Load `policy` (checkpoint folder or tcp://HOST:PORT) and `evaluate` it; closes a client afterwards."""
+def with_vgps(loaded: Policy, q_dir: pathlib.Path, k: int, beta: float, unnorm_key: str | None) -> Policy:
+    """`loaded` re-ranked by V-GPS: K samples from the checkpoint (or the server), Q picks one."""
+    from vla.vgps import QFunction, ValueGuidedPolicy
+    from vla.vgps.errors import VGPSError
+
+    inner = loaded.model if isinstance(loaded, CheckpointPolicy) else loaded.client
+    try:
+        return ValueGuidedPolicy(inner, QFunction.from_pretrained(q_dir), k=k, beta=beta, unnorm_key=unnorm_key)
+    except VGPSError as e:
+        raise EvalError(f"--vgps {q_dir}: {e}") from e
+
+
+def evaluate_spec(cfg: EvalConfig, policy: str, unnorm_key: str | None = None, vgps: pathlib.Path | None = None,
+                  vgps_k: int = 10, vgps_beta: float = 0.0) -> dict:
+    """Load `policy` (checkpoint folder or tcp://HOST:PORT), optionally V-GPS re-ranked, and `evaluate` it."""
     get_task(cfg.task)  # unknown task: fail before loading a model
     loaded = load_policy(policy, unnorm_key, cfg.policy_timeout_s)
     roles = getattr(loaded, "roles", ())
@@ -290,7 +303,10 @@ def evaluate_spec(cfg: EvalConfig, policy: str, unnorm_key: str | None = None) -
             f"pick a rig that has them: {[n for n, r in NAMED_RIGS.items() if set(roles) <= set(r)]}"
         )
     try:
-        return evaluate(cfg, loaded, policy_name=policy)
+        if vgps is None:
+            return evaluate(cfg, loaded, policy_name=policy)
+        guided = with_vgps(loaded, vgps, vgps_k, vgps_beta, unnorm_key)
+        return evaluate(cfg, guided, policy_name=f"{policy} + V-GPS {vgps} (K={vgps_k}, beta={vgps_beta})")
     finally:
         close = getattr(loaded, "close", None)
         if callable(close):
@@ -330,4 +346,5 @@ def run_eval_command(args: Any) -> str:
         table_texture=args.table_texture, distractors=args.distractors,
         policy_timeout_s=args.policy_timeout_s, video=args.video,
     )
-    return format_summary(evaluate_spec(cfg, args.policy, args.unnorm_key), args.out)
+    return format_summary(evaluate_spec(cfg, args.policy, args.unnorm_key, getattr(args, "vgps", None),
+                                        getattr(args, "vgps_k", 10), getattr(args, "vgps_beta", 0.0)), args.out)

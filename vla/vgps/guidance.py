@@ -7,6 +7,7 @@ policy can be anything that samples: a model with `predict_actions(..., n_sample
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -37,6 +38,11 @@ class GuidedAction:
     candidates: np.ndarray  # [K, A]
     values: np.ndarray  # [K] Q of each candidate
     index: int  # which candidate was taken
+
+
+def is_openvla(policy: Any) -> bool:
+    """Whether `policy` is a vla.OpenVLA (sampled here off one prefill: `vla.vgps.sampling`)."""
+    return hasattr(policy, "language_model") and hasattr(policy, "action_tokenizer")
 
 
 def check_guidance(k: int, beta: float) -> None:
@@ -96,14 +102,28 @@ class ValueGuidedPolicy:
         self.policy, self.q, self.k, self.beta = policy, q, int(k), float(beta)
         self.temperature, self.unnorm_key = temperature, unnorm_key
         self.rng = np.random.default_rng(seed)
+        self.generator = None
+        if is_openvla(policy):
+            import torch
+
+            self.generator = torch.Generator(device="cpu").manual_seed(seed)
 
     def candidates(self, images: Mapping[str, np.ndarray], instruction: str) -> np.ndarray:
         """K sampled actions [K, A] from the wrapped policy."""
-        if hasattr(self.policy, "predict_actions"):
+        predict = getattr(self.policy, "predict_actions", None)
+        if predict is not None or is_openvla(self.policy):
             if PRIMARY not in images:
                 raise MismatchError(f"the policy needs a {PRIMARY!r} image; the observation has {sorted(images)}")
-            return self.policy.predict_actions([images[PRIMARY]], [instruction], self.unnorm_key,
-                                               n_samples=self.k, temperature=self.temperature)
+            if predict is not None and "n_samples" in inspect.signature(predict).parameters:
+                return predict([images[PRIMARY]], [instruction], self.unnorm_key, n_samples=self.k,
+                               temperature=self.temperature)
+            if not is_openvla(self.policy):
+                raise GuidanceError(f"{type(self.policy).__name__}.predict_actions takes no n_samples: it cannot "
+                                    "sample K candidates")
+            from vla.vgps.sampling import sample_actions
+
+            return sample_actions(self.policy, images[PRIMARY], instruction, self.k, self.temperature,
+                                  self.unnorm_key, self.generator)
         options: dict[str, Any] = {"n_samples": self.k}
         if self.temperature != DEFAULT_TEMPERATURE:  # servers that sample at their default may not take the option
             options["temperature"] = self.temperature

@@ -22,7 +22,8 @@ def sample_tokens(logits: torch.Tensor, first: int, last: int, temperature: floa
                   generator: torch.Generator | None) -> torch.Tensor:
     """One token per row drawn from softmax(logits / T) over the action ids [first, last]."""
     probs = torch.softmax(logits[:, first:last + 1].float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0] + first
+    # drawn on the CPU (K x 256 numbers): one seeded generator reproduces choices on any device
+    return torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(logits.device) + first
 
 
 @torch.inference_mode()
