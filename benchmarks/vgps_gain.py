@@ -1,0 +1,217 @@
+"""V-GPS gain in the WidowX MuJoCo scene, every arm on the same episode seeds.
+
+Pipeline: collect a mixed-quality set (`--mix`, failures kept and flagged), fine-tune the tiny
+policy on it, train a Cal-QL critic on the same set, then evaluate (a) greedy decoding, (b) one
+sample at temperature T, (c) a uniformly random pick among K samples, (d) V-GPS argmax over K=10,
+and (e) sweeps K in {5, 10, 20} (beta 0) and beta in {0.1, 1} (K 10). Writes DIR/vgps_gain.json:
+arms.<name>.{success_rate, ci, episodes, successes, latency_ms}, gain = vgps - greedy with a paired
+bootstrap gain_ci, and overhead_k10 = policy latency ratio vgps / greedy (measured in the same run).
+
+Episodes run in spawned worker processes: MuJoCo's GL renderer and TensorFlow (used here to read
+RLDS) crash in one process.
+
+    .venv/bin/python benchmarks/vgps_gain.py --task widowx-pick-block --episodes 100 --seed 0 --out /tmp/vgps
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import functools
+import json
+import multiprocessing
+import pathlib
+import time
+
+import numpy as np
+import tyro
+
+BOOTSTRAP = 10_000  # paired bootstrap resamples for the gain interval
+EVAL_SEED_OFFSET = 1_000_000  # evaluation seeds never overlap collection seeds (0, 1, ...)
+IMAGE_SIZE = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    task: str = "widowx-pick-block"
+    episodes: int = 100  # evaluation episodes per arm
+    seed: int = 0
+    out: pathlib.Path = pathlib.Path("vgps-gain-out")
+    mix: str = "expert:0.4,noisy:0.3,suboptimal:0.3"
+    train_episodes: int = 60  # collected demos (policy and critic train on the same set)
+    policy_steps: int = 400  # tiny-policy fine-tuning steps
+    policy_batch: int = 16
+    q_steps: int = 1500  # Cal-QL steps
+    reward: str = "success"  # the critic's reward (last-h | success)
+    temperature: float = 1.0
+    workers: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    name: str
+    kind: str  # greedy | sampled | random_k | vgps
+    k: int = 1
+    beta: float = 0.0
+
+
+ARMS = (Arm("greedy", "greedy"), Arm("sampled", "sampled"), Arm("random_k", "random_k", 10),
+        Arm("vgps", "vgps", 10, 0.0), Arm("vgps_k5", "vgps", 5, 0.0), Arm("vgps_k20", "vgps", 20, 0.0),
+        Arm("vgps_beta0.1", "vgps", 10, 0.1), Arm("vgps_beta1", "vgps", 10, 1.0))
+
+
+@functools.lru_cache(maxsize=1)
+def _load(policy_dir: str, q_dir: str):
+    import torch
+
+    import vla
+    from vla.vgps import QFunction
+
+    torch.set_num_threads(1)
+    return vla.OpenVLA.from_pretrained(policy_dir), QFunction.from_pretrained(q_dir)
+
+
+class _ArmPolicy:
+    """A robot.Policy for one arm (the V-GPS arm delegates to ValueGuidedPolicy)."""
+
+    def __init__(self, arm: Arm, model, q, temperature: float, seed: int) -> None:
+        import torch
+
+        from vla.vgps import ValueGuidedPolicy
+
+        self.arm, self.model, self.temperature = arm, model, temperature
+        self.generator = torch.Generator().manual_seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.guided = ValueGuidedPolicy(model, q, k=arm.k, beta=arm.beta, temperature=temperature, seed=seed) \
+            if arm.kind == "vgps" else None
+
+    def act(self, obs, instruction: str):
+        from vla.vgps.sampling import sample_actions
+
+        image = obs.images["primary"]
+        if self.arm.kind == "greedy":
+            return self.model.predict_action(image, instruction)
+        if self.arm.kind == "vgps":
+            return self.guided.act(obs, instruction)
+        k = self.arm.k if self.arm.kind == "random_k" else 1
+        samples = sample_actions(self.model, image, instruction, k, self.temperature, generator=self.generator)
+        return samples[self.rng.integers(k)]
+
+
+def run_arm_episodes(task: str, arm: Arm, seeds: list[int], policy_dir: str, q_dir: str,
+                     temperature: float) -> list[dict]:
+    """Worker: one arm on the given seeds; success, steps and mean policy latency per episode."""
+    import robot
+    import sim
+
+    model, q = _load(policy_dir, q_dir)
+    config = sim.get_task(task)
+    scene = sim.make(task, seed=seeds[0], image_size=IMAGE_SIZE)
+    out = []
+    try:
+        for s in seeds:
+            policy = _ArmPolicy(arm, model, q, temperature, s)
+            res = robot.run_episode(scene, policy, config.instruction, config.max_steps, seed=s, record_frames=False)
+            out.append({"seed": s, "success": bool(res.success), "steps": res.steps, "reason": res.reason,
+                        "latency_ms": float(np.mean(res.policy_latency_s) * 1e3) if res.policy_latency_s else None})
+    finally:
+        scene.close()
+    return out
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
+    """95% Wilson interval of a success rate."""
+    if n == 0:
+        return [0.0, 1.0]
+    p = successes / n
+    denom = 1 + z * z / n
+    centre, half = (p + z * z / (2 * n)) / denom, z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int) -> list[float]:
+    """95% interval of mean(a - b) resampling episodes (seeds) jointly."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(a), size=(BOOTSTRAP, len(a)))
+    diffs = a[idx].mean(1) - b[idx].mean(1)
+    return [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))]
+
+
+def prepare(args: Args) -> tuple[pathlib.Path, pathlib.Path, dict]:
+    """Collect the mixed set, fine-tune the tiny policy, train the critic (each skipped if already there)."""
+    from sim.collect import CollectConfig, collect, dataset_name, parse_mix
+    from vla.train import FinetuneConfig, finetune
+    from vla.vgps.config import TrainConfig
+    from vla.vgps.train import train_from_dataset
+
+    data_dir, name = args.out / "data", dataset_name(args.task)
+    timings = {}
+    if not (data_dir / name).is_dir():
+        t = time.perf_counter()
+        res = collect(CollectConfig(task=args.task, episodes=args.train_episodes, out=data_dir,
+                                    mix=parse_mix(args.mix), workers=max(2, args.workers), image_size=IMAGE_SIZE,
+                                    seed=args.seed))
+        timings["collect_s"] = time.perf_counter() - t
+        print(f"collected {res.episodes} episodes: {res.successes}")
+    policy_dir = args.out / "policy"
+    if not (policy_dir / "config.json").is_file():
+        t = time.perf_counter()
+        policy_dir = finetune(FinetuneConfig(base="tiny", out=policy_dir, data_dir=data_dir, dataset=name, mode="full",
+                                             max_steps=args.policy_steps, batch_size=args.policy_batch, device="cpu",
+                                             heldout_fraction=0.0, eval_every=args.policy_steps, overwrite=True,
+                                             checkpoint_every=args.policy_steps))
+        timings["policy_s"] = time.perf_counter() - t
+    q_dir = args.out / "q"
+    if not (q_dir / "config.json").is_file():
+        t = time.perf_counter()
+        train_from_dataset(name, data_dir, q_dir, preset="tiny",
+                           config=TrainConfig(algo="calql", reward=args.reward, steps=args.q_steps))
+        timings["q_train_s"] = time.perf_counter() - t
+        timings["q_steps_per_s"] = args.q_steps / timings["q_train_s"]
+    return policy_dir, q_dir, timings
+
+
+def main(args: Args) -> dict:
+    args.out.mkdir(parents=True, exist_ok=True)
+    policy_dir, q_dir, timings = prepare(args)
+    seeds = [EVAL_SEED_OFFSET + args.seed * 10_000 + i for i in range(args.episodes)]
+    chunks = [seeds[w::args.workers] for w in range(args.workers)]
+    results: dict[str, list[dict]] = {}
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
+        for arm in ARMS:
+            t = time.perf_counter()
+            futures = [pool.submit(run_arm_episodes, args.task, arm, c, str(policy_dir), str(q_dir), args.temperature)
+                       for c in chunks if c]
+            eps = sorted((e for f in futures for e in f.result()), key=lambda e: e["seed"])
+            results[arm.name] = eps
+            rate = np.mean([e["success"] for e in eps])
+            print(f"{arm.name:>13}: success {rate:.3f} over {len(eps)} episodes "
+                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+    arms = {}
+    for name, eps in results.items():
+        succ = np.array([e["success"] for e in eps], float)
+        lat = [e["latency_ms"] for e in eps if e["latency_ms"] is not None]
+        arms[name] = {"success_rate": float(succ.mean()), "ci": wilson(int(succ.sum()), len(succ)),
+                      "episodes": len(succ), "successes": int(succ.sum()),
+                      "mean_steps": float(np.mean([e["steps"] for e in eps])),
+                      "latency_ms": float(np.mean(lat)) if lat else None}
+    vg, gr = (np.array([e["success"] for e in results[n]], float) for n in ("vgps", "greedy"))
+    rk, sa = (np.array([e["success"] for e in results[n]], float) for n in ("random_k", "sampled"))
+    report = {
+        "task": args.task, "seed": args.seed, "config": {k: str(v) for k, v in dataclasses.asdict(args).items()},
+        "arms": arms,
+        "gain": float(vg.mean() - gr.mean()), "gain_ci": paired_bootstrap(vg, gr, args.seed),
+        "random_k_minus_sampled": float(rk.mean() - sa.mean()),
+        "random_k_minus_sampled_ci": paired_bootstrap(rk, sa, args.seed),
+        "overhead_k10": arms["vgps"]["latency_ms"] / arms["greedy"]["latency_ms"],
+        "timings": timings,
+    }
+    (args.out / "vgps_gain.json").write_text(json.dumps(report, indent=1))
+    print(f"gain {report['gain']:+.3f} (95% CI {report['gain_ci'][0]:+.3f}..{report['gain_ci'][1]:+.3f}), "
+          f"random_k - sampled {report['random_k_minus_sampled']:+.3f}, overhead at K=10 "
+          f"{report['overhead_k10']:.2f}x greedy (target <= 1.6x)")
+    return report
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
