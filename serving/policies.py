@@ -23,6 +23,8 @@ PRIMARY = "primary"  # the camera role a single-image model is given (as robot.r
 # options a sampling model's predict_actions takes (V-GPS asks for K candidates)
 SAMPLING_OPTIONS = {"n_samples": f"int 1..{MAX_SAMPLES}: return that many sampled candidates",
                     "temperature": "float > 0: sampling temperature"}
+RTH_KEY = "rth"  # config.json table of an RT-H checkpoint
+RTH_OPTIONS = {"motion": "str: an RT-H motion (e.g. 'move arm left') that replaces the motion query's answer"}
 
 
 class ServedPolicy(Protocol):
@@ -114,6 +116,11 @@ class ModelPolicy:
         # sampling (for V-GPS re-ranking) only where the model's predict_actions offers it
         params = inspect.signature(model.predict_actions).parameters
         self.options = {k: v for k, v in SAMPLING_OPTIONS.items() if k in params}
+        # RT-H checkpoints (config.json carries an `rth` table) answer a motion query first and take a
+        # motion override; see vla/rth/query.py
+        self.rth = dict(model.config.extra[RTH_KEY]) if RTH_KEY in getattr(model.config, "extra", {}) else None
+        if self.rth is not None:
+            self.options = dict(RTH_OPTIONS)
 
     def metadata(self) -> dict[str, Any]:
         """From the model: action dim per statistics key, camera role, image size, unnorm keys."""
@@ -132,6 +139,8 @@ class ModelPolicy:
             "unnorm_keys": self.unnorm_keys,
             "default_unnorm_key": self.default_unnorm_key,
             "options": dict(self.options),
+            **({"rth": {"checkpoint_id": self.rth["checkpoint_id"], "lookahead": self.rth["lookahead"]}}
+               if self.rth is not None else {}),
         }
 
     def check(self, request: ActRequest) -> None:
@@ -140,6 +149,13 @@ class ModelPolicy:
             raise InvalidRequestError(
                 f"this model takes one image keyed {self.camera!r}; the request sent {sorted(request.images)}. "
                 "Key images by role (robot.rigs.apply_rig maps camera names to roles)")
+        if "motion" in request.options:
+            motion = request.options["motion"]
+            if self.rth is None:
+                raise InvalidRequestError("option 'motion' needs an RT-H checkpoint (fine-tuned with --rth); this one "
+                                          "has no motion query: drop the option or serve an RT-H checkpoint")
+            if not isinstance(motion, str) or not motion.strip():
+                raise InvalidRequestError(f"option motion={motion!r} must be non-empty words such as 'move arm left'")
         _check_options(request.options, self.options)
         key = request.unnorm_key or self.default_unnorm_key
         if key is not None and key not in self.model.norm_stats:
@@ -151,6 +167,8 @@ class ModelPolicy:
     def act_batch(self, requests: Sequence[ActRequest]) -> list[dict[str, Any]]:
         """One `predict_actions` call for the whole batch (per request when sampling candidates)."""
         key = requests[0].unnorm_key or self.default_unnorm_key
+        if self.rth is not None:
+            return self._act_rth(requests, key)
         if requests[0].options:  # sampling: K candidates per observation, the first is the action
             out = []
             for r in requests:
@@ -161,6 +179,19 @@ class ModelPolicy:
         images = [r.images[self.camera] for r in requests]
         actions = np.asarray(self.model.predict_actions(images, [r.instruction for r in requests], unnorm_key=key))
         return [{"action": a} for a in actions]
+
+    def _act_rth(self, requests: Sequence[ActRequest], key: str | None) -> list[dict[str, Any]]:
+        """Motion query (unless the batch's `motion` option overrides it), then the action query."""
+        from vla.rth.query import predict_actions_given, predict_motions
+
+        images = [r.images[self.camera] for r in requests]
+        instructions = [r.instruction for r in requests]
+        override = requests[0].options.get("motion")  # optional; equal within a batch (it is in batch_key)
+        motions = [override] * len(requests) if override is not None else predict_motions(self.model, images,
+                                                                                           instructions)
+        actions = predict_actions_given(self.model, images, instructions, motions, unnorm_key=key)
+        source = "policy" if override is None else "override"
+        return [{"action": a, "motion": m, "motion_source": source} for a, m in zip(actions, motions)]
 
     def reset(self) -> None:
         """OpenVLA is memoryless per step; nothing to forget."""

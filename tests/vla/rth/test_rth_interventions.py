@@ -1,0 +1,99 @@
+"""Interventions end to end: a served RT-H model, an OracleIntervener in MuJoCo, RLDS written and read."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from serving.client import PolicyClient
+from serving.errors import RequestRejectedError
+from serving.policies import ModelPolicy
+from serving.server import PolicyServer
+from sim.config import SceneOptions
+from sim.registry import get_task
+from vla.data.rlds_writer import write_rlds
+from vla.data.statistics import compute_statistics
+from vla.rth.intervene import KeyboardIntervener, OracleIntervener, RTHPolicy, run_and_record
+from vla.rth.motions import MotionSpec
+from vla.rth.query import predict_actions_given, rth_info
+from vla.rth.train import OVERRIDE, POLICY, check_corrections, read_motion_episodes
+
+from rth_fixtures import COLOURS, MOTIONS, TASK
+
+SIM_SPEC = MotionSpec.absolute([0.005] * 3 + [0.05] * 3 + [0.5])  # the WidowX expert moves 2-3.5 cm a step
+
+
+@pytest.fixture
+def served(rth_model):
+    server = PolicyServer(ModelPolicy(rth_model, name="rth-tiny"), host="127.0.0.1", port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.close()
+    thread.join(timeout=10)
+
+
+def test_served_override_reaches_the_action_query(rth_model, served):
+    image = COLOURS[0][None, None].repeat(32, 0).repeat(32, 1)
+    with PolicyClient(served.address, timeout_s=60) as client:
+        assert client.metadata()["rth"]["checkpoint_id"] == rth_info(rth_model).checkpoint_id
+        plain = client.act(images={"primary": image}, instruction=TASK)
+        assert plain.motion == MOTIONS[0] and plain.motion_source == "policy"
+        for motion in ("move arm up", "move arm left and close gripper"):
+            reply = client.act(images={"primary": image}, instruction=TASK, options={"motion": motion})
+            assert reply.motion == motion and reply.motion_source == "override"
+            np.testing.assert_allclose(reply.action, predict_actions_given(rth_model, [image], [TASK], [motion])[0],
+                                       rtol=1e-6)
+        with pytest.raises(RequestRejectedError, match="non-empty"):
+            client.act(images={"primary": image}, instruction=TASK, options={"motion": " "})
+
+
+def test_motion_option_refused_by_a_flat_checkpoint(rth_model):
+    import vla
+
+    flat = ModelPolicy(vla.OpenVLA.from_preset("tiny", norm_stats=rth_model.norm_stats, seed=1))
+    from serving.protocol import ActRequest
+
+    request = ActRequest({"primary": np.zeros((32, 32, 3), np.uint8)}, TASK, options={"motion": "move arm up"})
+    with pytest.raises(Exception, match="needs an RT-H checkpoint"):
+        flat.check(request)
+
+
+def test_oracle_episode_in_mujoco_through_a_server_is_recorded(rth_model, served, tmp_path):
+    task = get_task("widowx-pick-block")
+    scene = task.make(seed=3, options=SceneOptions(rig="third_person", image_size=64))
+    try:
+        expert = task.expert(scene, "expert", seed=3)
+        oracle = OracleIntervener(expert.act, SIM_SPEC, patience=2)
+        with PolicyClient(served.address, timeout_s=60) as client:
+            policy = RTHPolicy(client=client, intervener=oracle)
+            res, episode = run_and_record(scene, policy, TASK, max_steps=8, seed=3)
+    finally:
+        scene.close()
+    sources = episode.extras["motion_source"]
+    assert len(sources) == res.steps == 8 and oracle.interventions >= 1
+    assert sources[0] == POLICY  # patience 2: a first disagreement is not yet corrected
+    assert OVERRIDE in sources
+    write_rlds(tmp_path, "corrections", [episode])
+    stats = compute_statistics("corrections", tmp_path)  # what `vla data stats` prints
+    assert stats["num_transitions"] == 8
+    (read,) = read_motion_episodes("corrections", tmp_path)
+    assert list(read.sources) == sources and list(read.motions) == episode.extras["language_motion"]
+    check_corrections(rth_info(rth_model), [read])  # same checkpoint, a task it knows
+
+
+def test_keyboard_hotkeys_hold_until_cleared(tmp_path):
+    import os
+
+    r, w = os.pipe()
+    with os.fdopen(r) as reader, os.fdopen(w, "w", buffering=1) as writer:
+        kb = KeyboardIntervener(reader)
+        assert kb.correct(None, TASK, "stop") is None
+        writer.write("a\n")
+        assert kb.correct(None, TASK, "stop") == "move arm left"
+        assert kb.correct(None, TASK, "stop") == "move arm left"  # held
+        writer.write("tilt arm up and open gripper\n")
+        assert kb.correct(None, TASK, "stop") == "tilt arm up and open gripper"  # any phrase goes
+        writer.write("\n")
+        assert kb.correct(None, TASK, "stop") is None

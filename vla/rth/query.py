@@ -1,0 +1,282 @@
+"""RT-H's two queries on one OpenVLA model: task -> motion (text), then task + motion -> action tokens.
+
+Prompts (exact):
+  motion query  `In: What motion should the robot do to {task}?\\nOut:` + motion text + EOS
+  action query  `In: What action should the robot take to {task} with motion {motion}?\\nOut:` + "▁" + 7 action tokens + EOS
+A checkpoint is RT-H when its config.json carries an `rth` table (`RTHInfo`); it round-trips through
+`save_pretrained` / `from_pretrained` as one of the config's kept extra keys.
+
+Look-ahead mode (RT-H's latency trick): at step t one batch holds the action query for t, using the
+motion predicted at t-1, and the motion query whose answer is used at t+1; both rows share the image.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+
+from vla.errors import InstructionError
+from vla.model.llm import CACHE_ARG
+from vla.model.normalization import select_stats, unnormalize_actions
+from vla.model.processor import IGNORE_INDEX
+from vla.rth.errors import MotionQueryError
+from vla.rth.motions import STOP, check_motion
+
+logger = logging.getLogger(__name__)
+
+MOTION_PROMPT = "In: What motion should the robot do to {task}?\nOut:"
+ACTION_PROMPT = "In: What action should the robot take to {task} with motion {motion}?\nOut:"
+MAX_MOTION_TOKENS = 24  # longest motion answer decoded; longer answers are cut and logged
+CONFIG_KEY = "rth"  # the config.json table that marks an RT-H checkpoint
+
+
+@dataclasses.dataclass(frozen=True)
+class RTHInfo:
+    """What an RT-H checkpoint records about its training (config.json `rth`)."""
+
+    checkpoint_id: str  # new per training run; recorded corrections name it
+    vocabulary: tuple[str, ...]  # motions seen in training (others are out of vocabulary, still allowed)
+    tasks: tuple[str, ...]  # instructions seen in training
+    lookahead: int = 1  # the motion query was trained on the motion this many steps ahead
+    mix: float = 0.5  # share of motion-query samples in training
+
+    def to_json(self) -> dict[str, Any]:
+        """For config.json."""
+        return {**dataclasses.asdict(self), "vocabulary": list(self.vocabulary), "tasks": list(self.tasks)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "RTHInfo":
+        """From config.json."""
+        return cls(str(d["checkpoint_id"]), tuple(d["vocabulary"]), tuple(d["tasks"]), int(d["lookahead"]),
+                   float(d["mix"]))
+
+    @classmethod
+    def new(cls, vocabulary, tasks, lookahead: int, mix: float) -> "RTHInfo":
+        """A fresh id for a new training run."""
+        return cls(uuid.uuid4().hex[:16], tuple(sorted(set(vocabulary))), tuple(sorted(set(tasks))), lookahead, mix)
+
+
+def rth_info(model: Any) -> RTHInfo | None:
+    """The RT-H record of a model, or None for a flat OpenVLA checkpoint."""
+    table = model.config.extra.get(CONFIG_KEY) if hasattr(model.config, "extra") else None  # optional key
+    return None if table is None else RTHInfo.from_json(table)
+
+
+def require_rth(model: Any, what: str) -> RTHInfo:
+    """The RT-H record, or MotionQueryError saying how to get an RT-H checkpoint."""
+    info = rth_info(model)
+    if info is None:
+        raise MotionQueryError(f"{what} needs an RT-H checkpoint, but this one was trained without motion "
+                               "queries (its config.json has no 'rth' table); fine-tune it with --rth on a "
+                               "dataset labelled by `vla rth label`, or leave the motion out")
+    return info
+
+
+def set_rth_info(model: Any, info: RTHInfo) -> None:
+    """Mark `model` as RT-H (kept in config.json by save_pretrained)."""
+    model.config = dataclasses.replace(model.config, extra={**model.config.extra, CONFIG_KEY: info.to_json()})
+
+
+def _task(instruction: str) -> str:
+    if not isinstance(instruction, str):
+        raise InstructionError(f"instruction must be a str, got {type(instruction).__name__}")
+    if not instruction.strip():
+        raise InstructionError("instruction is empty; say what the robot should do, e.g. 'pick up the red block'")
+    return instruction.lower()
+
+
+def motion_prompt_ids(tokenizer: Any, instruction: str) -> list[int]:
+    """BOS + the motion query; the answer's first word token carries its own leading space."""
+    return tokenizer.encode(MOTION_PROMPT.format(task=_task(instruction)))
+
+
+def action_prompt_ids(tokenizer: Any, instruction: str, motion: str) -> list[int]:
+    """BOS + the action query + "▁", as OpenVLA feeds its flat prompt."""
+    ids = tokenizer.encode(ACTION_PROMPT.format(task=_task(instruction), motion=check_motion(motion).strip().lower()))
+    return ids if ids[-1] == tokenizer.space_id else ids + [tokenizer.space_id]
+
+
+def motion_target_ids(tokenizer: Any, motion: str) -> list[int]:
+    """The motion's text tokens + EOS."""
+    return tokenizer.tokenizer.encode(check_motion(motion).strip().lower(), add_special_tokens=False).ids + [
+        tokenizer.eos_id]
+
+
+@dataclasses.dataclass(frozen=True)
+class Sample:
+    """One training row: a motion query (action None) or an action query given `motion`."""
+
+    instruction: str
+    motion: str  # the target of a motion query; the conditioning of an action query
+    action: np.ndarray | None = None  # normalized [A] for an action query
+    weight: float = 1.0  # loss weight of this row
+
+
+def encode_samples(processor: Any, samples: Sequence[Sample]) -> dict[str, torch.Tensor]:
+    """Right-padded ids, mask, labels (only on the answer and EOS) and a per-row weight, for `model(...)`."""
+    tok, rows, label_rows = processor.tokenizer, [], []
+    for s in samples:
+        if s.action is None:
+            prompt, target = motion_prompt_ids(tok, s.instruction), motion_target_ids(tok, s.motion)
+        else:
+            prompt = action_prompt_ids(tok, s.instruction, s.motion)
+            target = processor.action_tokenizer.encode(np.asarray(s.action)).tolist() + [tok.eos_id]
+        rows.append(prompt + target)
+        label_rows.append([IGNORE_INDEX] * len(prompt) + target)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (r, lab) in enumerate(zip(rows, label_rows)):
+        ids[i, : len(r)], labels[i, : len(r)], mask[i, : len(r)] = torch.tensor(r), torch.tensor(lab), 1
+    weights = torch.tensor([s.weight for s in samples], dtype=torch.float32)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels, "weights": weights}
+
+
+def weighted_loss(model: Any, pixel_values: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token cross-entropy, averaged per row then weighted by row (motion-only corrections weigh more).
+
+    The vocabulary head runs only where a label is: the full [B, L, 32000] logits of ~280 positions
+    (mostly image patches) would cost far more than the trunk of a small model."""
+    dev = model.device
+    embeds, mask, labels = model.merge_image_tokens(
+        batch["input_ids"].to(dev), model.embed_images(pixel_values), batch["attention_mask"].to(dev),
+        batch["labels"].to(dev))
+    hidden = model.language_model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    target = labels[:, 1:]  # position i predicts token i + 1
+    rows, cols = torch.nonzero(target != IGNORE_INDEX, as_tuple=True)
+    logits = model.language_model.lm_head(hidden[rows, cols]).float()
+    per_token = torch.nn.functional.cross_entropy(logits, target[rows, cols], reduction="none")
+    n_rows = labels.shape[0]
+    counts = torch.zeros(n_rows, device=dev).index_add_(0, rows, torch.ones_like(per_token))
+    per_row = torch.zeros(n_rows, device=dev).index_add_(0, rows, per_token) / counts.clamp(min=1)
+    w = batch["weights"].to(dev)
+    return (per_row * w).sum() / w.sum()
+
+
+@torch.inference_mode()
+def greedy_decode(model: Any, patches: torch.Tensor, rows: Sequence[Sequence[int]],
+                  action_rows: Sequence[bool], n_action_tokens: int) -> list[list[int]]:
+    """Greedy decode of a mixed batch (`patches` from `model.embed_images`): action rows take `n_action_tokens` action ids, motion rows take
+    text ids until EOS (at most MAX_MOTION_TOKENS). One prefill with the image, then one token per step."""
+    tok, at = model.processor.tokenizer, model.action_tokenizer
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):  # left padding: every row's next token is at the last column
+        ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(list(r)), 1
+    ids, mask = ids.to(model.device), mask.to(model.device)
+    embeds, mask = model._prefill_inputs(ids, mask, patches)
+    padded = bool((mask == 0).any())
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = transformers.DynamicCache(config=model.language_model.config)
+    out = model.language_model(inputs_embeds=embeds, attention_mask=mask if padded else None,
+                                position_ids=position_ids, use_cache=True, logits_to_keep=1, **{CACHE_ARG: cache})
+    is_action = torch.tensor(list(action_rows), device=model.device)
+    budget = n_action_tokens if all(action_rows) else max(n_action_tokens, MAX_MOTION_TOKENS)
+    text_ban = torch.zeros(out.logits.shape[-1], dtype=torch.bool, device=model.device)
+    text_ban[at.first_id: at.last_id + 1] = True  # action bins are not words
+    done = torch.zeros(len(rows), dtype=torch.bool, device=model.device)
+    outputs: list[list[int]] = [[] for _ in rows]
+    next_pos = position_ids[:, -1:] + 1
+    for step in range(budget):
+        logits = out.logits[:, -1].float()
+        action_tok = logits[:, at.first_id: at.last_id + 1].argmax(-1) + at.first_id
+        text_tok = logits.masked_fill(text_ban, float("-inf")).argmax(-1)
+        token = torch.where(is_action, action_tok, text_tok)
+        for i in range(len(rows)):
+            if not done[i]:
+                outputs[i].append(int(token[i]))
+        done |= (is_action & (step + 1 >= n_action_tokens)) | (~is_action & (token == tok.eos_id))
+        if bool(done.all()) or step + 1 == budget:
+            break
+        if padded:
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        out = model.language_model(input_ids=token[:, None], attention_mask=mask if padded else None,
+                                   position_ids=next_pos, use_cache=True, **{CACHE_ARG: cache})
+        next_pos = next_pos + 1
+    return outputs
+
+
+@torch.inference_mode()
+def _patches(model: Any, images: Sequence[Any]) -> torch.Tensor:
+    return model.embed_images(model.processor.process_images(images))
+
+
+def _motion_text(model: Any, ids: list[int]) -> str:
+    tok = model.processor.tokenizer
+    finished = bool(ids) and ids[-1] == tok.eos_id
+    text = tok.tokenizer.decode(ids[:-1] if finished else ids).strip()
+    if not finished:
+        logger.warning("motion answer did not end within %d tokens: %r", MAX_MOTION_TOKENS, text)
+    return text or STOP  # an immediately ended answer: no motion words at all
+
+
+def _log_out_of_vocabulary(info: RTHInfo, motions: Sequence[str]) -> None:
+    known = set(info.vocabulary)
+    for m in motions:
+        if m.strip().lower() not in known:
+            logger.info("motion %r is out of the checkpoint's training vocabulary (%d motions); the action "
+                        "query follows it anyway", m, len(known))
+
+
+def _checked_batch(images: Sequence[Any], instructions: Sequence[str], *others: Sequence[Any]) -> None:
+    if isinstance(instructions, str):
+        raise InstructionError("instructions must be a list of strings; for one call use the singular function")
+    if len(images) == 0 or any(len(x) != len(images) for x in (instructions, *others)):
+        raise InstructionError(f"got {len(images)} images, {len(instructions)} instructions and "
+                               f"{[len(x) for x in others]} motions; give one of each per observation")
+
+
+def predict_motions(model: Any, images: Sequence[Any], instructions: Sequence[str]) -> list[str]:
+    """The motion query for a batch: one motion string per image."""
+    require_rth(model, "predict_motion")
+    _checked_batch(images, instructions)
+    tok = model.processor.tokenizer
+    rows = [motion_prompt_ids(tok, s) for s in instructions]
+    out = greedy_decode(model, _patches(model, images), rows, [False] * len(rows), 0)
+    return [_motion_text(model, ids) for ids in out]
+
+
+def predict_actions_given(model: Any, images: Sequence[Any], instructions: Sequence[str], motions: Sequence[str],
+                          unnorm_key: str | None = None) -> np.ndarray:
+    """The action query for a batch with the given motions: un-normalized actions [B, A]."""
+    info = require_rth(model, "a motion for the action query")
+    _checked_batch(images, instructions, motions)
+    _log_out_of_vocabulary(info, motions)
+    _, stats = select_stats(model.norm_stats, unnorm_key)
+    tok = model.processor.tokenizer
+    rows = [action_prompt_ids(tok, s, m) for s, m in zip(instructions, motions)]
+    out = greedy_decode(model, _patches(model, images), rows, [True] * len(rows), stats.dim)
+    return unnormalize_actions(model.action_tokenizer.decode(np.asarray(out)), stats)
+
+
+def predict_lookahead(model: Any, images: Sequence[Any], instructions: Sequence[str],
+                      motions: Sequence[str], unnorm_key: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """One batched call: actions for `motions` (predicted at the previous step) and the next motions."""
+    info = require_rth(model, "look-ahead prediction")
+    _checked_batch(images, instructions, motions)
+    _log_out_of_vocabulary(info, motions)
+    _, stats = select_stats(model.norm_stats, unnorm_key)
+    tok = model.processor.tokenizer
+    b = len(images)
+    rows = [action_prompt_ids(tok, s, m) for s, m in zip(instructions, motions)]
+    rows += [motion_prompt_ids(tok, s) for s in instructions]
+    patches = _patches(model, images)  # one vision pass serves both queries
+    out = greedy_decode(model, torch.cat([patches, patches]), rows, [True] * b + [False] * b, stats.dim)
+    actions = unnormalize_actions(model.action_tokenizer.decode(np.asarray(out[:b])), stats)
+    return actions, [_motion_text(model, ids) for ids in out[b:]]
+
+
+def predict_action(model: Any, image: Any, instruction: str, motion: str | None = None,
+                   unnorm_key: str | None = None) -> tuple[np.ndarray, str]:
+    """(action, motion used): with `motion=None` the motion query runs first."""
+    if motion is None:
+        motion = predict_motions(model, [image], [instruction])[0]
+    return predict_actions_given(model, [image], [instruction], [motion], unnorm_key)[0], motion

@@ -1,0 +1,223 @@
+"""Training an RT-H model (motion + action queries mixed in every batch) and learning from corrections.
+
+RT-H trains one model on both queries: a share `mix` of each batch is the motion query, whose target
+is the motion `lookahead` steps ahead (so that at deployment it can run batched with the action
+query of the current step), and the rest is the action query given the step's own motion.
+`learn_corrections` retrains only the motion query, on episodes recorded with interventions; steps
+where a person (or the oracle) overrode the motion weigh `weight` times more.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla.model.normalization import normalize_actions, select_stats
+from vla.rth.errors import CorrectionsError, MotionSpecError
+from vla.rth.label import MOTION_FIELD
+from vla.rth.query import RTHInfo, Sample, encode_samples, require_rth, set_rth_info, weighted_loss
+
+logger = logging.getLogger(__name__)
+
+SOURCE_FIELD = "motion_source"  # per-step "policy" | "override" in recorded episodes
+OVERRIDE, POLICY = "override", "policy"
+CHECKPOINT_FIELD = "rth_checkpoint"  # episode metadata: the checkpoint_id that ran the episode
+
+
+@dataclasses.dataclass(frozen=True)
+class MotionEpisode:
+    """An episode with one motion per step (read from a `_rth` or recorded dataset)."""
+
+    images: np.ndarray  # uint8 [T, H, W, 3], the camera the model sees
+    actions: np.ndarray  # float32 [T, A]
+    instruction: str
+    motions: tuple[str, ...]
+    sources: tuple[str, ...] | None = None  # per step, where recorded with interventions
+    checkpoint_id: str = ""  # the RT-H checkpoint that ran it, where recorded
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSettings:
+    """A small in-process training run (CPU-sized; `vla finetune --rth` is the large-scale path)."""
+
+    steps: int = 300
+    batch_size: int = 8
+    lr: float = 3e-4
+    mix: float = 0.5  # share of motion-query rows per batch (0 = flat action queries only)
+    lookahead: int = 1  # motion-query target: the motion this many steps ahead
+    freeze_vision: bool = False  # RT-H froze its ViT; tiny random backbones learn better unfrozen
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise MotionSpecError(f"need steps >= 1, batch_size >= 1, lr > 0; got {self.steps}, "
+                                  f"{self.batch_size}, {self.lr}")
+        if not 0.0 <= self.mix <= 1.0:
+            raise MotionSpecError(f"--rth-mix {self.mix} must be in [0, 1]")
+        if self.lookahead < 0:
+            raise MotionSpecError(f"--rth-lookahead {self.lookahead} must be >= 0")
+
+
+def read_motion_episodes(name: str, data_dir: str | pathlib.Path, role: str = "primary") -> list[MotionEpisode]:
+    """Episodes of a standardized dataset that carries `language_motion` (and maybe `motion_source`)."""
+    import tensorflow_datasets as tfds
+
+    from vla.data.rlds import decode_image, open_dataset
+
+    source = open_dataset(name, data_dir)
+    features = source.builder.info.features["steps"].feature
+    if MOTION_FIELD not in features:
+        raise CorrectionsError(f"dataset {name!r} in {data_dir} has no per-step {MOTION_FIELD!r}; label it with "
+                               f"`vla rth label {name}` (or record episodes with an RT-H policy)")
+    if f"image_{role}" not in features["observation"]:
+        raise CorrectionsError(f"dataset {name!r} has no {role!r} camera; its images: "
+                               f"{sorted(features['observation'])}")
+    ds = source.builder.as_dataset(split="train", decoders={"steps": tfds.decode.SkipDecoding()})
+    out = []
+    for raw in tfds.as_numpy(ds):
+        steps, meta = raw["steps"], raw["episode_metadata"]
+        text = lambda xs: tuple(x.decode() if isinstance(x, bytes) else str(x) for x in xs)  # noqa: E731
+        ckpt = meta[CHECKPOINT_FIELD] if CHECKPOINT_FIELD in meta else b""
+        out.append(MotionEpisode(
+            images=np.stack([decode_image(b) for b in steps["observation"][f"image_{role}"]]),
+            actions=np.asarray(steps["action"], np.float32),
+            instruction=text(steps["language_instruction"][:1])[0],
+            motions=text(steps[MOTION_FIELD]),
+            sources=text(steps[SOURCE_FIELD]) if SOURCE_FIELD in steps else None,
+            checkpoint_id=ckpt.decode() if isinstance(ckpt, bytes) else str(ckpt)))
+    return out
+
+
+def rth_samples(ep: MotionEpisode, t: int, normalized: np.ndarray, lookahead: int) -> tuple[Sample, Sample]:
+    """(motion-query sample, action-query sample) of step t."""
+    ahead = ep.motions[min(t + lookahead, len(ep.motions) - 1)]
+    return Sample(ep.instruction, ahead), Sample(ep.instruction, ep.motions[t], normalized[t])
+
+
+def _frames(episodes: Sequence[MotionEpisode]) -> list[tuple[int, int]]:
+    return [(e, t) for e, ep in enumerate(episodes) for t in range(len(ep.motions))]
+
+
+def _optimizer(model: Any, settings: TrainSettings) -> torch.optim.Optimizer:
+    if settings.freeze_vision:
+        model.vision_backbone.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
+
+
+def _run(model: Any, batches, settings: TrainSettings, what: str) -> list[float]:
+    opt = _optimizer(model, settings)
+    model.train()
+    losses = []
+    for step, (images, batch) in enumerate(batches):
+        loss = weighted_loss(model, model.processor.process_images(images), batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if step % 50 == 0 or step + 1 == settings.steps:
+            logger.info("%s step %d/%d loss %.4f", what, step + 1, settings.steps, losses[-1])
+    model.eval()
+    return losses
+
+
+def train_policy(model: Any, episodes: Sequence[MotionEpisode], settings: TrainSettings,
+                 unnorm_key: str | None = None) -> list[float]:
+    """Train in place: RT-H (mix > 0: marks the model RT-H) or flat (mix = 0); returns the losses."""
+    if not episodes:
+        raise CorrectionsError("no episodes to train on")
+    _, stats = select_stats(model.norm_stats, unnorm_key)
+    normalized = [normalize_actions(ep.actions, stats) for ep in episodes]
+    frames = _frames(episodes)
+    rng = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)
+    n_motion = int(round(settings.mix * settings.batch_size))
+
+    def batches():
+        for _ in range(settings.steps):
+            picks = [frames[i] for i in rng.integers(len(frames), size=settings.batch_size)]
+            images = [episodes[e].images[t] for e, t in picks]
+            if settings.mix == 0:  # the flat OpenVLA query
+                batch = model.processor.encode_training([episodes[e].instruction for e, _ in picks],
+                                                        np.stack([normalized[e][t] for e, t in picks]))
+                batch["weights"] = torch.ones(len(picks))
+            else:
+                samples = [rth_samples(episodes[e], t, normalized[e], settings.lookahead)[int(i >= n_motion)]
+                           for i, (e, t) in enumerate(picks)]
+                batch = encode_samples(model.processor, samples)
+            yield images, batch
+
+    losses = _run(model, batches(), settings, "rth" if settings.mix else "flat")
+    if settings.mix > 0:
+        set_rth_info(model, RTHInfo.new([m for ep in episodes for m in ep.motions],
+                                        [ep.instruction for ep in episodes], settings.lookahead, settings.mix))
+    return losses
+
+
+def check_corrections(info: RTHInfo, episodes: Sequence[MotionEpisode]) -> None:
+    """Corrections must come from this checkpoint, on its tasks, with recorded motion sources."""
+    if not episodes:
+        raise CorrectionsError("the corrections dataset has no episodes")
+    for i, ep in enumerate(episodes):
+        if ep.sources is None:
+            raise CorrectionsError(f"correction episode {i} has no per-step {SOURCE_FIELD!r}; record corrections "
+                                   "with an intervener (`vla robot run --intervene ...` or OracleIntervener)")
+        if ep.checkpoint_id != info.checkpoint_id:
+            raise CorrectionsError(f"correction episode {i} was recorded with checkpoint {ep.checkpoint_id!r}, not "
+                                   f"with the base {info.checkpoint_id!r}; pass the --base that ran them")
+        if ep.instruction.lower() not in {t.lower() for t in info.tasks}:
+            raise CorrectionsError(f"correction episode {i} is for task {ep.instruction!r}, which the base was not "
+                                   f"trained on (its tasks: {list(info.tasks)}); record corrections on those tasks")
+
+
+def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: TrainSettings,
+                      weight: float = 50.0) -> list[float]:
+    """Retrain the motion query only on corrected episodes; overridden steps weigh `weight`."""
+    info = require_rth(model, "learn-corrections")
+    check_corrections(info, episodes)
+    if not weight > 0:
+        raise MotionSpecError(f"--weight {weight} must be > 0")
+    rows = [(ep, t) for ep in episodes for t in range(len(ep.motions))]
+    overridden = sum(s == OVERRIDE for ep in episodes for s in ep.sources or ())
+    logger.info("learning corrections from %d episodes, %d steps, %d overridden", len(episodes), len(rows), overridden)
+    rng = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)
+
+    def batches():
+        for _ in range(settings.steps):
+            picks = [rows[i] for i in rng.integers(len(rows), size=settings.batch_size)]
+            samples = []
+            for ep, t in picks:
+                ahead = min(t + info.lookahead, len(ep.motions) - 1)
+                w = weight if ep.sources[ahead] == OVERRIDE else 1.0
+                samples.append(Sample(ep.instruction, ep.motions[ahead], weight=w))
+            yield [ep.images[t] for ep, t in picks], encode_samples(model.processor, samples)
+
+    losses = _run(model, batches(), settings, "corrections")
+    set_rth_info(model, RTHInfo.new([*info.vocabulary, *(m for ep in episodes for m in ep.motions)], info.tasks,
+                                    info.lookahead, info.mix))
+    return losses
+
+
+def learn_corrections_cli(base: pathlib.Path, corrections: pathlib.Path, out: pathlib.Path, weight: float = 50.0,
+                          settings: TrainSettings = TrainSettings()) -> pathlib.Path:
+    """`vla rth learn-corrections`: every dataset under `corrections`, trained into a copy of `base` at `out`."""
+    import vla
+
+    model = vla.OpenVLA.from_pretrained(base)
+    require_rth(model, "learn-corrections")
+    names = sorted(p.name for p in pathlib.Path(corrections).iterdir() if p.is_dir()) if pathlib.Path(
+        corrections).is_dir() else []
+    if not names:
+        raise CorrectionsError(f"{corrections} holds no datasets; pass the folder the corrected episodes were "
+                               "recorded into (it holds <name>/<version>/)")
+    episodes = [ep for name in names for ep in read_motion_episodes(name, corrections)]
+    learn_corrections(model, episodes, settings, weight)
+    model.save_pretrained(out)
+    return pathlib.Path(out)
