@@ -93,6 +93,7 @@ class OpenVLA(nn.Module):
         tokenizer = PromptTokenizer.from_folder(path)
         with torch.device("meta"):  # no random init of weights that are about to be replaced
             model = cls(config, tokenizer, norm_stats)
+        log.info("loading %s (%s)", path, ", ".join(f.name for f in ckpt.weight_files(path)))
         ckpt.load_weights(model, ckpt.read_tensors(path, from_checkpoint_names, dtype), path)
         rebuild_rotary(model.language_model, "cpu")
         if quantization is not None:
