@@ -94,3 +94,24 @@ def test_dataset_statistics_file_adds_keys(tmp_path, reference_dir, toy_stats):
     (folder / "dataset_statistics.json").write_text(json.dumps(toy_stats))
     model = vla.OpenVLA.from_pretrained(folder)
     assert set(model.norm_stats) == {"bridge_orig", "fractal20220817_data", "toy"}
+
+
+def test_sharded_weights_load_like_one_file(tmp_path, reference_dir, reference_model):
+    """openvla-7b is published as shards + model.safetensors.index.json; the same loader reads them."""
+    from safetensors.torch import load_file, save_file
+    folder = tmp_path / "sharded"
+    shutil.copytree(reference_dir / "checkpoint", folder)
+    tensors = load_file(str(folder / "model.safetensors"))
+    (folder / "model.safetensors").unlink()
+    keys = sorted(tensors)
+    shards = {"model-00001-of-00002.safetensors": keys[::2], "model-00002-of-00002.safetensors": keys[1::2]}
+    for name, part in shards.items():
+        save_file({k: tensors[k] for k in part}, str(folder / name), metadata={"format": "pt"})
+    index = {"metadata": {}, "weight_map": {k: name for name, part in shards.items() for k in part}}
+    (folder / "model.safetensors.index.json").write_text(json.dumps(index))
+    loaded = vla.OpenVLA.from_pretrained(folder)
+    for k, v in reference_model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k]), k
+    (folder / "model-00002-of-00002.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="00002"):
+        vla.OpenVLA.from_pretrained(folder)
