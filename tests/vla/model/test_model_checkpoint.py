@@ -115,3 +115,15 @@ def test_sharded_weights_load_like_one_file(tmp_path, reference_dir, reference_m
     (folder / "model-00002-of-00002.safetensors").unlink()
     with pytest.raises(CheckpointError, match="00002"):
         vla.OpenVLA.from_pretrained(folder)
+
+
+def test_center_crop_flag_travels_with_the_checkpoint(tmp_path, tiny_model, random_image):
+    tiny_model.save_pretrained(tmp_path / "plain")
+    _copy_with_config(tmp_path / "plain", tmp_path / "aug", lambda c: c.update(eval_center_crop_area=0.9))
+    aug = vla.OpenVLA.from_pretrained(tmp_path / "aug")
+    assert aug.processor.image_transform.center_crop_area == 0.9
+    image = random_image(2, (240, 320))
+    assert not torch.equal(aug.processor.process_images([image]), tiny_model.processor.process_images([image]))
+    aug.save_pretrained(tmp_path / "again")
+    assert json.loads((tmp_path / "again" / "config.json").read_text())["eval_center_crop_area"] == 0.9
+    assert "eval_center_crop_area" not in json.loads((tmp_path / "plain" / "config.json").read_text())
