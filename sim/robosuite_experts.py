@@ -24,6 +24,7 @@ import math
 import numpy as np
 from scipy.spatial.transform import Rotation
 
+from robot import Observation
 from sim.config import EXPERT_VARIANTS
 from sim.errors import UnknownExpertError
 from sim.robosuite_scenes import MAX_ROTATION, MAX_TRANSLATION, RobosuiteScene
@@ -73,7 +74,6 @@ class WaypointExpert:
         self._episode: int | None = None
 
     def _start_episode(self) -> None:
-        g = self.gains
         self._episode = self.scene.episode_seed
         self._rng = np.random.default_rng([self.seed, self._episode])
         self._phase, self._timer = "approach", 0
@@ -83,7 +83,7 @@ class WaypointExpert:
         self.mistake = MISTAKES[self._rng.integers(len(MISTAKES))] if self.variant == "suboptimal" else None
         self._side = self._rng.choice([-1.0, 1.0])  # which finger the off-centre grasp favours
 
-    def act(self, obs, instruction: str) -> np.ndarray:
+    def act(self, obs: Observation, instruction: str) -> np.ndarray:
         """The next action for the scene's current state (obs is not needed: the state is privileged)."""
         if self._episode != self.scene.episode_seed or self.scene.steps == 0:
             self._start_episode()
