@@ -5,7 +5,7 @@ Both paths run the same model, image processing and prompt; the peer decodes wit
 PERFORMANCE.md's figure for the original OpenVLA code on the reference checkpoint (32 ms p50,
 2 threads) is printed with our ratio against it. Usage:
 
-    .venv/bin/python benchmarks/predict_action.py [--calls 50] [--threads 2]
+    .venv/bin/python benchmarks/predict_action.py [--calls 50] [--threads 2] [--gpu-7b]
 """
 from __future__ import annotations
 
@@ -96,10 +96,40 @@ def bench(name: str, model: vla.OpenVLA, image, instruction: str, key: str | Non
               f"ratio ours/original {wall / ORIGINAL_P50_MS:.2f} wall, {cpu / ORIGINAL_P50_MS:.2f} cpu (target <= 0.5)")
 
 
+def bench_gpu_7b(calls: int) -> None:
+    """openvla-7b with random weights on CUDA: bf16, 8-bit, 4-bit peak memory and predict_action latency."""
+    from vla.model.quantization import quantize
+    rng = np.random.default_rng(0)
+    stats = {"bench": statistics_from_arrays(rng.normal(scale=0.05, size=(1000, 7)), mask=[True] * 6 + [False])}
+    image, instruction = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "pick up the red block"
+    print(f"\nopenvla-7b (random weights) on {torch.cuda.get_device_name(0)}, median of {calls} after warm-up")
+    for mode in (None, "8bit", "4bit"):
+        model = vla.OpenVLA.from_preset("openvla-7b", norm_stats=stats, dtype=torch.bfloat16, device="cuda")
+        if mode is not None:
+            quantize(model, mode)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+        def call() -> None:
+            model.predict_action(image, instruction)
+            torch.cuda.synchronize()
+        p50, p90, _ = timed(call, calls)
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        line = f"  {mode or 'bf16':>5}: p50 {p50:8.2f} ms  p90 {p90:8.2f} ms  peak {peak:6.2f} GiB"
+        if mode is None:
+            peer, _, _ = timed(lambda: (generate_peer(model, [image], [instruction], None), torch.cuda.synchronize()),
+                               calls)
+            line += f"  | generate() p50 {peer:8.2f} ms, ratio ours/generate {p50 / peer:.2f}"
+        print(line)
+        del model
+        torch.cuda.empty_cache()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gpu-7b", action="store_true", help="also measure openvla-7b on CUDA (20 calls)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.calls} calls after {WARMUP} warm-up, "
@@ -115,6 +145,10 @@ def main() -> None:
         bench("reference/openvla-tiny (c1)", model, image, "Pick up the red block.", "bridge_orig", args.calls)
     else:
         print(f"\n{REFERENCE} is absent: reference checkpoint skipped")
+    if args.gpu_7b:
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu-7b needs a CUDA GPU; none is visible")
+        bench_gpu_7b(calls=20)
 
 
 if __name__ == "__main__":
