@@ -169,6 +169,8 @@ class OpenVLAProcessor:
         if actions.ndim != 2 or actions.shape[0] != len(instructions):
             raise InstructionError(f"need one action row per instruction: {len(instructions)} instructions, "
                                    f"actions of shape {actions.shape} (expected [B, A])")
+        # OpenVLA decoded action ids to text and re-tokenized "Out: <text></s>"; building the ids directly
+        # gives the same sequence (prompt, "▁", 7 action ids, EOS) without a text round trip
         action_ids = self.action_tokenizer.encode(actions)
         rows, label_rows = [], []
         for instruction, acts in zip(instructions, action_ids):
