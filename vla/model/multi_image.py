@@ -61,15 +61,9 @@ def has_role_tokens(image_roles: Sequence[str], vib_roles: Sequence[str]) -> boo
     return len(image_roles) > 1 or len(vib_roles) > 0
 
 
-def rig_for_roles(image_roles: Sequence[str], vib_roles: Sequence[str] = ()) -> str | None:
-    """The named rig that provides exactly these roles (None when no named rig does)."""
-    for name, (roles, vib) in RIG_ROLES.items():
-        if tuple(roles) == tuple(image_roles) and tuple(vib) == tuple(vib_roles):
-            return name
-    for name, roles in NAMED_RIGS.items():  # same cameras, whatever the bottleneck
-        if tuple(roles) == tuple(image_roles):
-            return name
-    return None
+def rig_for_roles(image_roles: Sequence[str]) -> str | None:
+    """The robot rig (robot.rigs.NAMED_RIGS) that gives exactly these roles, None when none does."""
+    return next((name for name, roles in NAMED_RIGS.items() if tuple(roles) == tuple(image_roles)), None)
 
 
 class RoleTokens(nn.Module):
@@ -119,7 +113,7 @@ def split_roles(pixel_values: torch.Tensor, n_roles: int, channels_per_image: in
     return pixel_values.reshape(b * n_roles, channels_per_image, h, w)
 
 
-def images_by_role(images: Any, image_roles: Sequence[str], vib_roles: Sequence[str] = ()) -> Mapping[str, Any]:
+def images_by_role(images: Any, image_roles: Sequence[str]) -> Mapping[str, Any]:
     """One observation's images as {role: image}, checked against the roles the checkpoint needs."""
     roles = tuple(image_roles)
     if not isinstance(images, Mapping):
@@ -130,7 +124,7 @@ def images_by_role(images: Any, image_roles: Sequence[str], vib_roles: Sequence[
     missing = [r for r in roles if r not in images]
     unknown = [r for r in images if r not in roles]
     if missing or unknown:
-        rig = rig_for_roles(roles, vib_roles)
+        rig = rig_for_roles(roles)
         hint = f"the {rig!r} rig provides them" if rig else "map your cameras to these roles with a custom rig"
         parts = [f"missing {missing}" if missing else "", f"not used by this checkpoint: {unknown}" if unknown else ""]
         raise ImageError(f"images keyed {sorted(images)}: {'; '.join(p for p in parts if p)}. The checkpoint needs "
@@ -138,10 +132,9 @@ def images_by_role(images: Any, image_roles: Sequence[str], vib_roles: Sequence[
     return images
 
 
-def stack_role_images(process_images: Any, images: Sequence[Any], image_roles: Sequence[str],
-                      vib_roles: Sequence[str] = ()) -> torch.Tensor:
+def stack_role_images(process_images: Any, images: Sequence[Any], image_roles: Sequence[str]) -> torch.Tensor:
     """Pixel values [B, 6 * R, H, W] for a batch of observations ({role: image} each, or plain images)."""
-    per_obs = [images_by_role(x, image_roles, vib_roles) for x in images]
+    per_obs = [images_by_role(x, image_roles) for x in images]
     blocks = [process_images([obs[role] for obs in per_obs]) for role in image_roles]
     return blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=1)
 
