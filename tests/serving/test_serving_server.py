@@ -8,7 +8,7 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
-from conftest import SlowEchoPolicy
+from serving_fixtures import SlowEchoPolicy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -52,7 +52,7 @@ def test_missing_camera_and_too_few_episodes_raise(colour_data):
 
 
 def test_unusable_statistics_are_named_with_the_fix(tmp_path):
-    from conftest import colour_episodes  # the session fixture's data must stay intact: write a copy
+    from train_fixtures import colour_episodes  # the session fixture's data must stay intact: write a copy
 
     from vla.data.rlds import open_dataset
     from vla.data.statistics import cache_path
