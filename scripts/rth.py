@@ -1,4 +1,4 @@
-"""`vla rth label|learn-corrections`: RT-H language motions from the command line."""
+"""`vla rth label|train|learn-corrections`: RT-H language motions from the command line."""
 from __future__ import annotations
 
 import dataclasses
@@ -39,9 +39,52 @@ class Label:
         print(f"wrote {report.episodes} episodes, {report.steps} steps to {report.path}")
 
 
+@dataclasses.dataclass(frozen=True)
+class Train:
+    """Train a policy on a labelled dataset (<name>_rth): RT-H's two queries (--rth-mix > 0) or flat (0)."""
+
+    dataset: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="DATASET")]  # a dataset with language_motion
+    data_dir: pathlib.Path  # folder holding <DATASET>/<version>/
+    out: pathlib.Path  # where the checkpoint goes
+    base: str = "tiny"  # a preset name (random init) or a checkpoint folder
+    rth_mix: float = 0.5  # share of motion-query rows per batch
+    rth_lookahead: int = 1  # the motion query learns the motion this many steps ahead
+    steps: int = 300  # optimizer steps
+    batch_size: int = 8
+    lr: float = 3e-4
+    seed: int = 0
+
+    def run(self) -> None:
+        from vla.rth.train import TrainSettings, train_cli
+
+        settings = TrainSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, mix=self.rth_mix,
+                                 lookahead=self.rth_lookahead, seed=self.seed)
+        print(f"wrote {train_cli(self.dataset, self.data_dir, self.out, self.base, settings)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnCorrections:
+    """Retrain an RT-H checkpoint's motion query on corrected episodes (recorded with an intervener)."""
+
+    base: pathlib.Path  # the RT-H checkpoint that ran the corrected episodes
+    corrections: pathlib.Path  # data_dir holding the recorded datasets (<name>/<version>/)
+    out: pathlib.Path  # where the retrained checkpoint goes
+    weight: float = 50.0  # loss weight of overridden steps (others weigh 1)
+    steps: int = 200  # optimizer steps
+    batch_size: int = 8
+    lr: float = 3e-4
+    seed: int = 0
+
+    def run(self) -> None:
+        from vla.rth.train import TrainSettings, learn_corrections_cli
+
+        settings = TrainSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
+        print(f"wrote {learn_corrections_cli(self.base, self.corrections, self.out, self.weight, settings)}")
+
+
 def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cmd = tyro.extras.subcommand_cli_from_dict({"label": Label}, args=argv, prog="vla rth")
+    cmd = tyro.extras.subcommand_cli_from_dict({"label": Label, "train": Train, "learn-corrections": LearnCorrections}, args=argv, prog="vla rth")
     try:
         cmd.run()
     except (RTHError, DataError) as e:

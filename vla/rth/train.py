@@ -212,12 +212,31 @@ def learn_corrections_cli(base: pathlib.Path, corrections: pathlib.Path, out: pa
 
     model = vla.OpenVLA.from_pretrained(base)
     require_rth(model, "learn-corrections")
-    names = sorted(p.name for p in pathlib.Path(corrections).iterdir() if p.is_dir()) if pathlib.Path(
-        corrections).is_dir() else []
+    root = pathlib.Path(corrections)
+    names = sorted(d.name for d in root.iterdir() if d.is_dir() and any(root.glob(f"{d.name}/*/dataset_info.json"))
+                   ) if root.is_dir() else []
     if not names:
         raise CorrectionsError(f"{corrections} holds no datasets; pass the folder the corrected episodes were "
                                "recorded into (it holds <name>/<version>/)")
     episodes = [ep for name in names for ep in read_motion_episodes(name, corrections)]
     learn_corrections(model, episodes, settings, weight)
+    model.save_pretrained(out)
+    return pathlib.Path(out)
+
+
+def train_cli(dataset: str, data_dir: pathlib.Path, out: pathlib.Path, base: str = "tiny",
+              settings: TrainSettings = TrainSettings()) -> pathlib.Path:
+    """`vla rth train`: a preset (random init) or checkpoint trained on a labelled dataset, saved at `out`."""
+    import vla
+    from vla.data.statistics import compute_statistics
+
+    episodes = read_motion_episodes(dataset, data_dir)
+    stats = compute_statistics(dataset, data_dir)
+    if pathlib.Path(base).is_dir():
+        model = vla.OpenVLA.from_pretrained(base)
+        model.norm_stats = {**model.norm_stats, dataset: stats}
+    else:
+        model = vla.OpenVLA.from_preset(base, norm_stats={dataset: stats}, seed=settings.seed)
+    train_policy(model, episodes, settings, unnorm_key=dataset)
     model.save_pretrained(out)
     return pathlib.Path(out)

@@ -1,11 +1,14 @@
 """Interventions end to end: a served RT-H model, an OracleIntervener in MuJoCo, RLDS written and read."""
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import numpy as np
 import pytest
 
+import vla
+from scripts.cli import main as vla_main
 from serving.client import PolicyClient
 from serving.errors import RequestRejectedError
 from serving.policies import ModelPolicy
@@ -17,7 +20,9 @@ from vla.data.statistics import compute_statistics
 from vla.rth.intervene import KeyboardIntervener, OracleIntervener, RTHPolicy, run_and_record
 from vla.rth.motions import MotionSpec
 from vla.rth.query import predict_actions_given, rth_info
-from vla.rth.train import OVERRIDE, POLICY, check_corrections, read_motion_episodes
+from vla.rth.errors import CorrectionsError
+from vla.rth.train import (OVERRIDE, POLICY, TrainSettings, check_corrections, learn_corrections,
+                           read_motion_episodes)
 
 from rth_fixtures import COLOURS, MOTIONS, TASK
 
@@ -50,8 +55,6 @@ def test_served_override_reaches_the_action_query(rth_model, served):
 
 
 def test_motion_option_refused_by_a_flat_checkpoint(rth_model):
-    import vla
-
     flat = ModelPolicy(vla.OpenVLA.from_preset("tiny", norm_stats=rth_model.norm_stats, seed=1))
     from serving.protocol import ActRequest
 
@@ -60,6 +63,7 @@ def test_motion_option_refused_by_a_flat_checkpoint(rth_model):
         flat.check(request)
 
 
+@pytest.mark.slow
 def test_oracle_episode_in_mujoco_through_a_server_is_recorded(rth_model, served, tmp_path):
     task = get_task("widowx-pick-block")
     scene = task.make(seed=3, options=SceneOptions(rig="third_person", image_size=64))
@@ -81,6 +85,19 @@ def test_oracle_episode_in_mujoco_through_a_server_is_recorded(rth_model, served
     (read,) = read_motion_episodes("corrections", tmp_path)
     assert list(read.sources) == sources and list(read.motions) == episode.extras["language_motion"]
     check_corrections(rth_info(rth_model), [read])  # same checkpoint, a task it knows
+
+    # `vla rth learn-corrections`: motion query only, a new RT-H checkpoint
+    rth_model.save_pretrained(tmp_path / "ckpt" / "base")
+    args = ["rth", "learn-corrections", "--base", str(tmp_path / "ckpt" / "base"), "--corrections", str(tmp_path),
+            "--out", str(tmp_path / "ckpt" / "corrected"), "--steps", "3", "--batch-size", "4"]
+    assert vla_main(args) == 0
+    corrected = vla.OpenVLA.from_pretrained(tmp_path / "ckpt" / "corrected")
+    info = rth_info(corrected)
+    assert info.checkpoint_id != rth_info(rth_model).checkpoint_id and info.tasks == rth_info(rth_model).tasks
+    with pytest.raises(CorrectionsError, match="recorded with checkpoint"):  # it did not run these episodes
+        learn_corrections(corrected, [read], TrainSettings(steps=1))
+    with pytest.raises(CorrectionsError, match="not trained on"):
+        check_corrections(rth_info(rth_model), [dataclasses.replace(read, instruction="open the drawer")])
 
 
 def test_keyboard_hotkeys_hold_until_cleared(tmp_path):

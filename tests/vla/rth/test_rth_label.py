@@ -5,12 +5,14 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import vla
 from scripts.cli import main as vla_main
 from vla.data.rlds_writer import Episode, write_rlds
 from vla.data.statistics import compute_statistics
 from vla.rth.errors import MotionSpecError, NoEndEffectorError
 from vla.rth.label import MOTION_FIELD, LabelConfig, Signal, label_dataset
 from vla.rth.motions import STOP, label_motions, motion_axes
+from vla.rth.query import rth_info
 
 
 def _read_motions(path):
@@ -75,6 +77,12 @@ def test_native_dataset_needs_to_be_declared_eef(tmp_path):
     assert expected[1] == "close gripper and move arm forward"  # change 1.0 = 100 thresholds vs 2
     stats = compute_statistics("demo_rth", tmp_path / "out")  # the labelled set reads like any other
     assert stats["num_transitions"] == 12
+    # `vla rth train` on it: an RT-H checkpoint with the dataset's statistics and motions
+    args = ["rth", "train", "demo_rth", "--data-dir", str(tmp_path / "out"), "--out", str(tmp_path / "ckpt"),
+            "--steps", "2", "--batch-size", "2"]
+    assert vla_main(args) == 0
+    model = vla.OpenVLA.from_pretrained(tmp_path / "ckpt")
+    assert set(rth_info(model).vocabulary) == set(expected) and "demo_rth" in model.norm_stats
 
 
 def test_refusals(tmp_path, capsys):

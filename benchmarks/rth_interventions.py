@@ -1,0 +1,174 @@
+"""RT-H vs flat on WidowX MuJoCo tasks: offline motion/action accuracy, online success with and
+without oracle interventions, and after learning the corrections.
+
+    .venv/bin/python benchmarks/rth_interventions.py --episodes 10 --seed 0 --out /tmp/rth_bench
+
+Flat and RT-H tiny policies are trained from the same demos, steps and seed; every online arm runs
+the same evaluation seeds (paired). Writes DIR/rth.json and prints every figure with its peer.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import pathlib
+import time
+
+import numpy as np
+import torch
+import tyro
+
+import vla
+from robot import run_episode
+from sim.collect import CollectConfig, collect, dataset_name
+from sim.config import SceneOptions
+from sim.registry import get_task
+from vla.data.rlds_writer import write_rlds
+from vla.model.normalization import statistics_from_arrays
+from vla.rth.intervene import OracleIntervener, RTHPolicy, run_and_record
+from vla.rth.label import LabelConfig, label_dataset
+from vla.rth.motions import MOTION_AXES, MotionSpec, motion_axes
+from vla.rth.query import predict_actions_given, predict_motions
+from vla.rth.train import TrainSettings, learn_corrections, read_motion_episodes, train_policy
+
+ORACLE_SPEC = MotionSpec.absolute([0.005] * 3 + [0.05] * 3 + [0.5])  # expert moves 2-3.5 cm a step
+KEY = "widowx"
+
+
+@dataclasses.dataclass(frozen=True)
+class Args:
+    out: pathlib.Path  # working folder; rth.json goes here
+    episodes: int = 10  # online evaluation episodes per task and arm
+    seed: int = 0
+    tasks: tuple[str, ...] = ("widowx-push-left", "widowx-pick-block")
+    demos: int = 24  # scripted demos per task (20% held out for the offline figures)
+    train_steps: int = 300
+    correction_steps: int = 100
+    corrections_per_task: int = 30  # at most this many intervened episodes are learnt from
+    batch_size: int = 8
+    lr: float = 2e-3
+    image_size: int = 64
+    threads: int = 2
+
+
+class FlatPolicy:
+    """OpenVLA's one query, as a robot.Policy."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def act(self, obs, instruction):
+        return self.model.predict_action(obs.images["primary"], instruction, unnorm_key=KEY)
+
+
+def offline(flat, rth, held) -> dict:
+    """Motion exact match / per-axis accuracy and action L1 of the three action paths on held-out frames."""
+    exact, axis_hits, n = 0, np.zeros(len(MOTION_AXES)), 0
+    l1 = {"flat": [], "rth_pred": [], "rth_gt": []}
+    for ep in held:
+        images, instr = list(ep.images), [ep.instruction] * len(ep.motions)
+        pred = predict_motions(rth, images, instr)
+        for p, g in zip(pred, ep.motions):
+            exact += p == g
+            pa, ga = motion_axes(p), motion_axes(g)
+            axis_hits += [pa is not None and pa[a] == ga[a] for a in MOTION_AXES]
+            n += 1
+        truth = ep.actions
+        l1["flat"].append(np.abs(flat.predict_actions(images, instr, unnorm_key=KEY) - truth).mean(1))
+        l1["rth_pred"].append(np.abs(predict_actions_given(rth, images, instr, pred, KEY) - truth).mean(1))
+        l1["rth_gt"].append(np.abs(predict_actions_given(rth, images, instr, list(ep.motions), KEY) - truth).mean(1))
+    return {"motion_accuracy": {"exact": exact / n, "per_axis": dict(zip(MOTION_AXES, (axis_hits / n).tolist())),
+                                "frames": n},
+            "action_l1": {k: float(np.concatenate(v).mean()) for k, v in l1.items()}}
+
+
+def online(args: Args, flat, rth, out: pathlib.Path) -> dict:
+    """Success of flat, RT-H, RT-H + oracle, and RT-H after learning the oracle's corrections (paired seeds)."""
+    results = {k: [] for k in ("flat", "rth", "rth_intervened", "rth_corrected")}
+    interventions, corrections = [], []
+    seeds = [10_000 + args.seed * 1000 + i for i in range(args.episodes)]
+    scenes = {t: get_task(t).make(seed=args.seed, options=SceneOptions(rig="third_person", image_size=args.image_size))
+              for t in args.tasks}
+    try:
+        for name, scene in scenes.items():
+            task = get_task(name)
+            for s in seeds:
+                results["flat"].append(run_episode(scene, FlatPolicy(flat), task.instruction, task.max_steps,
+                                                   seed=s, record_frames=False).success)
+                results["rth"].append(run_episode(scene, RTHPolicy(rth, unnorm_key=KEY), task.instruction,
+                                                  task.max_steps, seed=s, record_frames=False).success)
+                oracle = OracleIntervener(task.expert(scene, "expert", s).act, ORACLE_SPEC)
+                res, ep = run_and_record(scene, RTHPolicy(rth, intervener=oracle, unnorm_key=KEY), task.instruction,
+                                         task.max_steps, seed=s)
+                results["rth_intervened"].append(res.success)
+                interventions.append(oracle.interventions)
+                if len([c for c in corrections if c.instruction == task.instruction]) < args.corrections_per_task:
+                    corrections.append(ep)
+            logging.info("%s: flat %s rth %s intervened %s", name, *(np.mean(results[k][-len(seeds):])
+                                                                     for k in ("flat", "rth", "rth_intervened")))
+        write_rlds(out, "rth_corrections", corrections, overwrite=True)
+        episodes = read_motion_episodes("rth_corrections", out)
+        corrected = copy.deepcopy(rth)
+        learn_corrections(corrected, episodes, TrainSettings(steps=args.correction_steps, batch_size=args.batch_size,
+                                                             lr=args.lr, seed=args.seed))
+        for name, scene in scenes.items():
+            task = get_task(name)
+            for s in seeds:
+                results["rth_corrected"].append(run_episode(scene, RTHPolicy(corrected, unnorm_key=KEY),
+                                                            task.instruction, task.max_steps, seed=s,
+                                                            record_frames=False).success)
+    finally:
+        for scene in scenes.values():
+            scene.close()
+    return {"success": {k: float(np.mean(v)) for k, v in results.items()},
+            "episodes_per_arm": len(seeds) * len(args.tasks),
+            "interventions_per_episode": float(np.mean(interventions)),
+            "corrected_episodes": len(corrections)}
+
+
+def main(args: Args) -> dict:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    train, held = [], []
+    for name in args.tasks:
+        collect(CollectConfig(task=name, episodes=args.demos, out=args.out, seed=args.seed, image_size=args.image_size,
+                              rig="third_person", overwrite=True))
+        report = label_dataset(dataset_name(name), args.out, args.out,
+                               LabelConfig(native_actions_are_eef_delta=True), overwrite=True)
+        episodes = read_motion_episodes(report.path.parent.name, args.out)
+        cut = max(1, int(round(0.8 * len(episodes))))
+        train += episodes[:cut]
+        held += episodes[cut:]
+        print(f"{name}: {report.steps} demo steps, {len(report.counts)} distinct motions")
+    stats = statistics_from_arrays(np.concatenate([e.actions for e in train]), mask=[True] * 6 + [False])
+    models = {}
+    for kind, mix in (("flat", 0.0), ("rth", 0.5)):
+        model = vla.OpenVLA.from_preset("tiny", norm_stats={KEY: stats}, seed=args.seed)
+        t0 = time.perf_counter()
+        losses = train_policy(model, train, TrainSettings(steps=args.train_steps, batch_size=args.batch_size,
+                                                          lr=args.lr, mix=mix, seed=args.seed), KEY)
+        print(f"{kind}: {args.train_steps} steps in {time.perf_counter() - t0:.0f} s, final loss "
+              f"{np.mean(losses[-20:]):.3f}")
+        models[kind] = model
+    result = {"config": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in dataclasses.asdict(args).items()},
+              **offline(models["flat"], models["rth"], held), **online(args, models["flat"], models["rth"], args.out)}
+    result["wall_s"] = time.perf_counter() - start
+    (args.out / "rth.json").write_text(json.dumps(result, indent=1))
+    m, a, s = result["motion_accuracy"], result["action_l1"], result["success"]
+    print(f"motion exact-match {m['exact']:.3f} on {m['frames']} held-out frames; per axis "
+          + ", ".join(f"{k} {v:.2f}" for k, v in m["per_axis"].items()))
+    print(f"action L1: flat {a['flat']:.4f}, RT-H predicted motion {a['rth_pred']:.4f} "
+          f"(ratio {a['rth_pred'] / a['flat']:.2f}), RT-H ground-truth motion {a['rth_gt']:.4f} "
+          f"(ratio {a['rth_gt'] / a['flat']:.2f}; target < 1)")
+    print(f"success over {result['episodes_per_arm']} paired episodes per arm: flat {s['flat']:.2f}, RT-H {s['rth']:.2f}, "
+          f"RT-H + oracle {s['rth_intervened']:.2f} ({result['interventions_per_episode']:.1f} interventions/episode; "
+          f"target >= +0.20 over RT-H), RT-H after corrections {s['rth_corrected']:.2f} (target >= +0.10 over RT-H)")
+    print(f"wrote {args.out / 'rth.json'} in {result['wall_s']:.0f} s")
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
