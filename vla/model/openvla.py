@@ -30,6 +30,7 @@ from vla.model.vision import FusedVisionBackbone, from_checkpoint_names, to_chec
 log = logging.getLogger(__name__)
 
 TOKENIZER_ASSETS = "assets/llama2-tokenizer"  # Llama-2 tokenizer + <PAD>, shipped for presets
+RTH_CONFIG_KEY = "rth"  # config.json table of an RT-H checkpoint (vla/rth/query.py writes it)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -250,9 +251,36 @@ class OpenVLA(nn.Module):
         result = self.decode_actions(pixel_values, instructions, stats.dim)
         return unnormalize_actions(self.action_tokenizer.decode(result.token_ids), stats)
 
-    def predict_action(self, image: Any, instruction: str, unnorm_key: str | None = None) -> np.ndarray:
-        """The un-normalized action (float64 [action_dim]) for one image and instruction."""
+    def predict_action(self, image: Any, instruction: str, unnorm_key: str | None = None,
+                       motion: str | None = None) -> np.ndarray:
+        """The un-normalized action (float64 [action_dim]) for one image and instruction.
+
+        RT-H checkpoints (vla/rth) answer the action query for `motion`; with None they run the motion
+        query first. A motion given to a flat checkpoint raises `vla.rth.errors.MotionQueryError`."""
+        if motion is not None or RTH_CONFIG_KEY in self.config.extra:
+            from vla.rth.query import predict_action as rth_predict_action
+
+            return rth_predict_action(self, image, instruction, motion, unnorm_key)[0]
         return self.predict_actions([image], [instruction], unnorm_key)[0]
+
+    def predict_motion(self, image: Any, instruction: str) -> str:
+        """RT-H's motion query, e.g. "move arm forward" (RT-H checkpoints only)."""
+        from vla.rth.query import predict_motions
+
+        return predict_motions(self, [image], [instruction])[0]
+
+    def predict_motions(self, images: Sequence[Any], instructions: Sequence[str]) -> list[str]:
+        """RT-H's motion query for a batch (RT-H checkpoints only)."""
+        from vla.rth.query import predict_motions
+
+        return predict_motions(self, images, instructions)
+
+    def predict_lookahead(self, images: Sequence[Any], instructions: Sequence[str], motions: Sequence[str],
+                          unnorm_key: str | None = None) -> tuple[np.ndarray, list[str]]:
+        """RT-H in one batched call: actions for `motions` (from the previous step) and the next motions."""
+        from vla.rth.query import predict_lookahead
+
+        return predict_lookahead(self, images, instructions, motions, unnorm_key)
 
 
 def preset_tokenizer() -> PromptTokenizer:

@@ -23,6 +23,7 @@ import transformers
 
 from vla.errors import InstructionError
 from vla.model.llm import CACHE_ARG
+from vla.model.openvla import RTH_CONFIG_KEY
 from vla.model.normalization import select_stats, unnormalize_actions
 from vla.model.processor import IGNORE_INDEX
 from vla.rth.errors import MotionQueryError
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 MOTION_PROMPT = "In: What motion should the robot do to {task}?\nOut:"
 ACTION_PROMPT = "In: What action should the robot take to {task} with motion {motion}?\nOut:"
 MAX_MOTION_TOKENS = 24  # longest motion answer decoded; longer answers are cut and logged
-CONFIG_KEY = "rth"  # the config.json table that marks an RT-H checkpoint
+CONFIG_KEY = RTH_CONFIG_KEY  # the config.json table that marks an RT-H checkpoint
 
 
 @dataclasses.dataclass(frozen=True)

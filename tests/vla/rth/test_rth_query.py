@@ -74,3 +74,21 @@ def test_refusals(rth_model, caplog):
     with caplog.at_level("INFO", logger="vla.rth.query"):
         predict_action(rth_model, image, TASK, "wave hello")  # out of vocabulary: followed, logged
     assert "out of the checkpoint's training vocabulary" in caplog.text
+
+
+def test_model_methods_delegate_to_the_two_queries(rth_model):
+    images = [e.images[0] for e in colour_episodes(3, seed=7)]
+    assert rth_model.predict_motion(images[2], TASK) == MOTIONS[2]
+    assert rth_model.predict_motions(images, [TASK] * 3) == list(MOTIONS)
+    np.testing.assert_array_equal(rth_model.predict_action(images[0], TASK, motion="move arm up"),
+                                  predict_actions_given(rth_model, images[:1], [TASK], ["move arm up"])[0])
+    np.testing.assert_array_equal(rth_model.predict_action(images[0], TASK),  # None: motion query first
+                                  predict_actions_given(rth_model, images[:1], [TASK], [MOTIONS[0]])[0])
+    actions, nxt = rth_model.predict_lookahead(images, [TASK] * 3, ["stop"] * 3)
+    assert actions.shape == (3, 7) and nxt == list(MOTIONS)
+    flat = vla.OpenVLA.from_preset("tiny", norm_stats=rth_model.norm_stats, seed=1)
+    np.testing.assert_array_equal(flat.predict_action(images[0], TASK), flat.predict_actions(images[:1], [TASK])[0])
+    with pytest.raises(MotionQueryError, match="RT-H checkpoint"):
+        flat.predict_action(images[0], TASK, motion="move arm up")
+    with pytest.raises(MotionQueryError):
+        flat.predict_motion(images[0], TASK)
