@@ -102,12 +102,23 @@ class NoopPolicy:
         """Nothing to forget."""
 
 
+def _rig_for(roles: Sequence[str]) -> str:
+    """The robot rig giving exactly `roles` (robot.rigs.NAMED_RIGS), or a custom-rig hint."""
+    from robot.rigs import NAMED_RIGS
+
+    return next((repr(n) for n, r in NAMED_RIGS.items() if tuple(r) == tuple(roles)), "a custom {role: camera} rig")
+
+
 class ModelPolicy:
     """Serves a `vla.OpenVLA`: a batch of observations goes through one `predict_actions` call."""
 
     def __init__(self, model: Any, unnorm_key: str | None = None, name: str | None = None,
                  camera: str = PRIMARY) -> None:
         self.model, self.name, self.camera = model, name or type(model).__name__, camera
+        # a multi-camera checkpoint (vla.model.multi_image) reads one image per role, in this order
+        roles = tuple(getattr(model.config, "image_roles", None) or (PRIMARY,))
+        self.roles = (camera,) if roles == (PRIMARY,) else roles  # a plain checkpoint: served under `camera`
+        self.camera = self.roles[0]
         self.unnorm_keys = sorted(model.norm_stats)
         if unnorm_key is not None and unnorm_key not in model.norm_stats:
             raise ServerConfigError(f"--unnorm-key {unnorm_key!r} is not in the checkpoint's statistics; "
@@ -134,7 +145,8 @@ class ModelPolicy:
             "action_dim": action_dim,
             "action_dims": dims,
             "action_space": "un-normalized with the checkpoint's q01/q99 statistics (OpenVLA convention)",
-            "cameras": [self.camera],
+            "cameras": list(self.roles),
+            "image_roles": list(self.roles),
             "image_size": [self.model.config.image_size] * 2,
             "unnorm_keys": self.unnorm_keys,
             "default_unnorm_key": self.default_unnorm_key,
@@ -145,10 +157,12 @@ class ModelPolicy:
 
     def check(self, request: ActRequest) -> None:
         """The cameras must be exactly the model's role; the unnorm key must be known."""
-        if set(request.images) != {self.camera}:
+        if set(request.images) != set(self.roles):
+            wanted = f"one image keyed {self.camera!r}" if len(self.roles) == 1 else f"images keyed {list(self.roles)}"
             raise InvalidRequestError(
-                f"this model takes one image keyed {self.camera!r}; the request sent {sorted(request.images)}. "
-                "Key images by role (robot.rigs.apply_rig maps camera names to roles)")
+                f"this model takes {wanted}; the request sent "
+                f"{sorted(request.images)}. Key images by role (robot.rigs.apply_rig maps camera names to roles; "
+                f"the rig that fits: {_rig_for(self.roles)})")
         if "motion" in request.options:
             motion = request.options["motion"]
             if self.rth is None:
@@ -173,12 +187,18 @@ class ModelPolicy:
             out = []
             for r in requests:
                 candidates = np.asarray(self.model.predict_actions(
-                    [r.images[self.camera]], [r.instruction], unnorm_key=key, **r.options))
+                    [self._images(r)], [r.instruction], unnorm_key=key, **r.options))
                 out.append({"action": candidates[0], "candidates": candidates})
             return out
-        images = [r.images[self.camera] for r in requests]
+        images = [self._images(r) for r in requests]
         actions = np.asarray(self.model.predict_actions(images, [r.instruction for r in requests], unnorm_key=key))
         return [{"action": a} for a in actions]
+
+    def _images(self, request: ActRequest) -> Any:
+        """One image for a one-camera model, else {role: image} in the model's role order."""
+        if len(self.roles) == 1:
+            return request.images[self.camera]
+        return {role: request.images[role] for role in self.roles}
 
     def _act_rth(self, requests: Sequence[ActRequest], key: str | None) -> list[dict[str, Any]]:
         """Motion query (unless the batch's `motion` option overrides it), then the action query."""

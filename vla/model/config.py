@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import transformers
 
 from vla.errors import ConfigError
+from vla.model.multi_image import check_image_roles
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 HF_BOILERPLATE_KEYS = ("architectures", "auto_map", "transformers_version", "_name_or_path", "model_type")
 SUPPORTED_RESIZE = ("resize-naive",)
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
+MULTI_IMAGE_FIELDS = ("image_roles", "vib_roles", "vib_beta", "vib_sample_at_eval")
 
 
 def _expect_model_type(d: Mapping[str, Any], want: str, where: str, why: str) -> dict[str, Any]:
@@ -115,6 +117,12 @@ class OpenVLAConfig:
     n_action_bins: int = 256
     torch_dtype: str = "bfloat16"  # dtype of the stored weights
     text_config: TextConfig = TextConfig()
+    # our extension (vla.model.multi_image): cameras by role, patch tokens concatenated in this order;
+    # a published checkpoint sees ("primary",) and has no key for it
+    image_roles: tuple[str, ...] = ("primary",)
+    vib_roles: tuple[str, ...] = ()  # roles whose tokens pass a variational information bottleneck
+    vib_beta: float = 0.0  # weight of the bottleneck's KL term in the training loss
+    vib_sample_at_eval: bool = False  # evaluate on a sample z (as the paper's code) instead of the mean
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # unknown keys, kept for round trips
 
     def __post_init__(self) -> None:
@@ -139,6 +147,7 @@ class OpenVLAConfig:
             raise ConfigError(f"eval_center_crop_area must be in (0, 1], got {self.eval_center_crop_area}")
         if self.torch_dtype not in DTYPE_NAMES:
             raise ConfigError(f"torch_dtype {self.torch_dtype!r} is not one of {list(DTYPE_NAMES)}")
+        check_image_roles(self.image_roles, self.vib_roles, self.vib_beta)
         if self.text_config.vocab_size <= self.pad_to_multiple_of + self.n_action_bins:
             raise ConfigError(
                 f"text_config.vocab_size {self.text_config.vocab_size} leaves no room for "
@@ -188,6 +197,8 @@ class OpenVLAConfig:
                 value = value.to_json()
             elif f.name in ("tiny_timm_overrides", "eval_center_crop_area") and value is None:
                 continue  # keys a published folder lacks stay absent
+            elif f.name in MULTI_IMAGE_FIELDS and value == f.default:
+                continue  # a one-camera checkpoint keeps the published format
             elif isinstance(value, tuple):
                 value = [dict(v) if isinstance(v, Mapping) else v for v in value]
             out[f.name] = value

@@ -21,6 +21,7 @@ from vla.model import checkpoint as ckpt
 from vla.model.action_tokenizer import ActionTokenizer
 from vla.model.config import OpenVLAConfig
 from vla.model.llm import CACHE_ARG, build_llm, rebuild_rotary
+from vla.model.multi_image import RoleTokens, has_role_tokens, split_roles, stack_role_images
 from vla.model.normalization import select_stats, unnormalize_actions
 from vla.model.presets import get_preset
 from vla.model.processor import IGNORE_INDEX, ImageTransform, OpenVLAProcessor, PromptTokenizer
@@ -32,6 +33,14 @@ log = logging.getLogger(__name__)
 TOKENIZER_ASSETS = "assets/llama2-tokenizer"  # Llama-2 tokenizer + <PAD>, shipped for presets
 RTH_CONFIG_KEY = "rth"  # config.json table of an RT-H checkpoint (vla/rth/query.py writes it)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclasses.dataclass
+class VLAOutput(transformers.modeling_outputs.CausalLMOutputWithPast):
+    """The Llama output, with `loss` = action loss + vib_beta * KL when the model has a bottleneck."""
+
+    action_loss: torch.FloatTensor | None = None  # the cross-entropy alone
+    kl: torch.FloatTensor | None = None  # the bottleneck's KL (0 without VIB roles)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +62,9 @@ class OpenVLA(nn.Module):
         self.projector = build_projector(config.arch_specifier, self.vision_backbone.embed_dim,
                                          config.text_config.hidden_size)
         self.language_model = build_llm(config.text_config)
+        # several cameras or a bottleneck (vla.model.multi_image); None keeps a published checkpoint's modules
+        self.role_tokens = (RoleTokens(config.image_roles, config.vib_roles, config.text_config.hidden_size)
+                            if has_role_tokens(config.image_roles, config.vib_roles) else None)
         self.norm_stats: dict[str, Any] = dict(norm_stats or {})
         self.action_tokenizer = ActionTokenizer(config.tokenizer_vocab_size, config.n_action_bins)
         self.processor = OpenVLAProcessor(
@@ -148,13 +160,19 @@ class OpenVLA(nn.Module):
         return self.language_model.lm_head.weight.device
 
     def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """pixel_values [B, 6, H, W] -> projected patch embeddings [B, num_patches, llm_hidden]."""
-        expected = 3 * len(self.vision_backbone.vits)
-        if pixel_values.ndim != 4 or pixel_values.shape[1] != expected:
-            raise ImageError(f"pixel_values have shape {tuple(pixel_values.shape)}; expected [B, {expected}, H, W] "
-                             "from model.processor.process_images")
+        """pixel_values [B, 6 * roles, H, W] -> projected patch embeddings [B, roles * num_patches, llm_hidden]."""
+        return self.embed_images_with_kl(pixel_values)[0]
+
+    def embed_images_with_kl(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Patch embeddings and the bottleneck's KL (0 without VIB roles); z is sampled while training."""
+        roles = self.config.image_roles
+        flat = split_roles(pixel_values, len(roles), 3 * len(self.vision_backbone.vits))
         dtype = self.vision_backbone.featurizer.patch_embed.proj.weight.dtype  # a conv: never quantized
-        return self.projector(self.vision_backbone(pixel_values.to(self.device, dtype)))
+        patches = self.projector(self.vision_backbone(flat.to(self.device, dtype)))
+        if self.role_tokens is None:
+            return patches, patches.new_zeros((), dtype=torch.float32)
+        patches = patches.reshape(pixel_values.shape[0], len(roles), *patches.shape[1:])
+        return self.role_tokens(patches, sample=self.training or self.config.vib_sample_at_eval)
 
     def merge_image_tokens(self, input_ids: torch.Tensor, patches: torch.Tensor,
                            attention_mask: torch.Tensor | None, labels: torch.Tensor | None = None,
@@ -177,12 +195,17 @@ class OpenVLA(nn.Module):
         if input_ids.ndim != 2 or input_ids.shape[0] != pixel_values.shape[0]:
             raise InstructionError(f"input_ids {tuple(input_ids.shape)} must be [B, L] with B = "
                                    f"{pixel_values.shape[0]} images")
-        patches = self.embed_images(pixel_values)
+        patches, kl = self.embed_images_with_kl(pixel_values)
         dev = self.device
         embeds, mask, labels = self.merge_image_tokens(
             input_ids.to(dev), patches, None if attention_mask is None else attention_mask.to(dev),
             None if labels is None else labels.to(dev))
-        return self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
+        if not self.config.vib_roles:
+            return out
+        loss = None if out.loss is None else out.loss + self.config.vib_beta * kl
+        return VLAOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states, attentions=out.attentions,
+                         action_loss=out.loss, kl=kl)
 
     # ---- prediction ---------------------------------------------------------------------------
     @torch.inference_mode()
@@ -247,21 +270,26 @@ class OpenVLA(nn.Module):
             raise InstructionError(f"got {len(images)} images and {len(instructions)} instructions; "
                                    "give one instruction per image (at least one)")
         _, stats = select_stats(self.norm_stats, unnorm_key)
-        pixel_values = self.processor.process_images(images)
+        pixel_values = stack_role_images(self.processor.process_images, images, self.config.image_roles)
         result = self.decode_actions(pixel_values, instructions, stats.dim)
         return unnormalize_actions(self.action_tokenizer.decode(result.token_ids), stats)
 
-    def predict_action(self, image: Any, instruction: str, unnorm_key: str | None = None,
-                       motion: str | None = None) -> np.ndarray:
-        """The un-normalized action (float64 [action_dim]) for one image and instruction.
+    def predict_action(self, image: Any = None, instruction: str | None = None, unnorm_key: str | None = None,
+                       motion: str | None = None, *, images: Mapping[str, Any] | None = None) -> np.ndarray:
+        """The un-normalized action (float64 [action_dim]) for one image (or {role: image}) and instruction.
 
         RT-H checkpoints (vla/rth) answer the action query for `motion`; with None they run the motion
         query first. A motion given to a flat checkpoint raises `vla.rth.errors.MotionQueryError`."""
+        if (image is None) == (images is None):
+            raise ImageError(f"pass either image= (a one-camera checkpoint) or images={{role: image}}; this "
+                             f"checkpoint reads roles {list(self.config.image_roles)}")
+        if instruction is None:
+            raise InstructionError("predict_action needs an instruction string")
         if motion is not None or RTH_CONFIG_KEY in self.config.extra:
             from vla.rth.query import predict_action as rth_predict_action
 
             return rth_predict_action(self, image, instruction, motion, unnorm_key)[0]
-        return self.predict_actions([image], [instruction], unnorm_key)[0]
+        return self.predict_actions([image if images is None else images], [instruction], unnorm_key)[0]
 
     def predict_motion(self, image: Any, instruction: str) -> str:
         """RT-H's motion query, e.g. "move arm forward" (RT-H checkpoints only)."""

@@ -66,6 +66,11 @@ class FinetuneConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPUs that support it
     seed: int = 7
     image_role: str = "primary"  # which camera of the dataset the model sees
+    # several cameras (eye-in-hand): comma-separated roles in token order, e.g. "primary,wrist", or a rig
+    # name (third_person, eye_in_hand, both, both-vib); replaces --image-role
+    images: str | None = None
+    vib: str | None = None  # roles (of --images) whose tokens pass a variational information bottleneck
+    vib_beta: float = 0.0  # weight of the bottleneck's KL term (tune on in-distribution validation data)
     split: str = "train"
     heldout_fraction: float = 0.1  # share of episodes kept out of training for held-out metrics (0: none)
     eval_every: int = 100  # held-out accuracy/L1 every N steps (and at the end)
@@ -111,8 +116,36 @@ class FinetuneConfig:
             raise TrainConfigError("--resume continues the run in --out and --overwrite deletes it; pick one")
         if self.stop_at_step is not None and not 1 <= self.stop_at_step <= self.max_steps:
             raise TrainConfigError(f"--stop-at-step {self.stop_at_step} must be in [1, max_steps={self.max_steps}]")
+        self.cameras()  # parses and validates --images / --vib / --vib-beta
+        if self.images is not None and self.mode == "qlora":
+            raise TrainConfigError("--images with --mode qlora is not supported (the 4-bit merge reloads the "
+                                   "one-camera base); use --mode lora --merge or --mode full")
+        if self.images is not None and self.mode == "lora" and not self.merge:
+            raise TrainConfigError("--images trains new role embeddings that adapter files cannot hold; "
+                                   "add --merge (or use --mode full)")
         if self.merge and self.mode == "full":
             raise TrainConfigError("--merge applies to LoRA adapters; --mode full already writes plain weights")
+
+    def cameras(self) -> tuple[tuple[str, ...], tuple[str, ...], float]:
+        """(image roles, VIB roles, beta) from --images / --vib / --vib-beta (or --image-role alone)."""
+        from vla.errors import ConfigError
+        from vla.model.multi_image import RIG_ROLES, check_image_roles
+
+        if self.images is None:
+            if self.vib is not None or self.vib_beta:
+                raise TrainConfigError("--vib and --vib-beta need --images (e.g. --images primary,wrist --vib primary)")
+            return (self.image_role,), (), 0.0
+        if self.images in RIG_ROLES:
+            roles, vib = RIG_ROLES[self.images]
+        else:
+            roles, vib = tuple(r.strip() for r in self.images.split(",")), ()
+        if self.vib is not None:
+            vib = tuple(r.strip() for r in self.vib.split(","))
+        try:
+            check_image_roles(roles, vib, self.vib_beta)
+        except ConfigError as e:
+            raise TrainConfigError(f"--images {self.images!r} --vib {self.vib!r} --vib-beta {self.vib_beta}: {e}") from e
+        return roles, vib, self.vib_beta if vib else 0.0
 
     @property
     def datasets_arg(self) -> str:
@@ -131,7 +164,7 @@ class FinetuneConfig:
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run it continues."""
         keep = ("base", "dataset", "mixture", "mode", "max_steps", "batch_size", "grad_accum", "lora", "optim",
-                "freeze_vision", "precision", "seed", "image_role", "split", "heldout_fraction")
+                "freeze_vision", "precision", "seed", "image_role", "split", "heldout_fraction", "images", "vib", "vib_beta")
         d = self.to_json()
         return {k: d[k] for k in keep}
 

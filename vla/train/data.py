@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class Frames:
     """Flat arrays over every frame of a set of episodes (images stay JPEG/PNG bytes until used)."""
 
-    images: np.ndarray  # object [N] of encoded bytes (one camera role)
+    images: np.ndarray  # object [N, R] of encoded bytes, one column per camera role (in the model's order)
     instructions: np.ndarray  # object [N] of str
     actions: np.ndarray  # float32 [N, A], normalized with their dataset's statistics
     weights: np.ndarray  # float64 [N], sampling weight of each frame (its dataset's mixture weight)
@@ -56,12 +56,14 @@ class TrainData:
     episodes: dict[str, tuple[int, int]]  # dataset -> (training episodes, held-out episodes)
 
 
-def _frames(episodes: list, role: str, stats: dict, weight: float, name: str) -> Frames:
-    if any(role not in ep.images for ep in episodes):
-        roles = sorted(episodes[0].images)
-        raise IncompatibleDataError(f"dataset {name!r} has no {role!r} camera (it has {roles}); pass "
-                                    f"--image-role with one of them")
-    images = np.concatenate([ep.images[role] for ep in episodes])
+def _frames(episodes: list, roles: tuple[str, ...], stats: dict, weight: float, name: str) -> Frames:
+    missing = sorted({r for ep in episodes for r in roles if r not in ep.images})
+    if missing:
+        have = sorted(episodes[0].images)
+        raise IncompatibleDataError(f"dataset {name!r} has no {', '.join(map(repr, missing))} camera (its image "
+                                    f"keys: {have}); pass "
+                                    f"--image-role / --images with roles it has")
+    images = np.stack([np.concatenate([ep.images[r] for ep in episodes]) for r in roles], axis=1)
     instructions = np.concatenate([ep.instructions for ep in episodes])
     try:  # q01..q99 -> [-1, 1], the 2% tails saturating, as OpenVLA trains
         actions = normalize_actions(np.concatenate([ep.action for ep in episodes]), stats["action"]).astype(np.float32)
@@ -74,9 +76,10 @@ def _concat(parts: list[Frames]) -> Frames:
     return Frames(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Frames)))
 
 
-def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: str, role: str,
+def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: str, role: str | tuple[str, ...],
                     heldout_fraction: float, seed: int, mixtures_file: pathlib.Path = MIXTURES_PATH) -> TrainData:
     """Read every episode of the dataset (or each mixture member), split off held-out episodes."""
+    roles = (role,) if isinstance(role, str) else tuple(role)  # several: the model's --images, in order
     mixture = resolve_mixture(dataset_or_mixture, load_mixtures(mixtures_file))
     train_parts, heldout_parts, norm_stats, counts, dims = [], [], {}, {}, {}
     for name, weight in mixture.weights.items():
@@ -97,9 +100,9 @@ def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: s
                 "Record more episodes or pass --heldout-fraction 0")
         order = np.random.default_rng(seed).permutation(len(episodes))
         held, kept = [episodes[i] for i in order[len(order) - n_held:]], [episodes[i] for i in order[:len(order) - n_held]]
-        train_parts.append(_frames(kept, role, stats, weight, name))
+        train_parts.append(_frames(kept, roles, stats, weight, name))
         if held:
-            heldout_parts.append(_frames(held, role, stats, weight, name))
+            heldout_parts.append(_frames(held, roles, stats, weight, name))
         norm_stats[name], counts[name], dims[name] = stats, (len(kept), len(held)), train_parts[-1].actions.shape[1]
         log.info("dataset %s: %d training episodes (%d frames), %d held out", name, len(kept),
                  len(train_parts[-1]), len(held))
@@ -140,7 +143,8 @@ class SampleOrder:
 
 def collate(processor: Any, frames: Frames) -> dict[str, torch.Tensor]:
     """Decode images and build the model's training inputs (pixel_values, ids, mask, labels)."""
-    images = [decode_image(bytes(b)) for b in frames.images]
     batch = processor.encode_training(list(frames.instructions), frames.actions)
-    batch["pixel_values"] = processor.process_images(images)
+    # several roles: their 6-channel blocks stacked along channels in role order (vla.model.multi_image)
+    batch["pixel_values"] = torch.cat([processor.process_images([decode_image(bytes(b)) for b in column])
+                                       for column in frames.images.T], dim=1)
     return batch

@@ -160,7 +160,7 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
     prepare_output(config, ctx)
     micro = config.micro_batch(ctx.world_size)
     data: TrainData = load_train_data(config.datasets_arg, config.data_dir, split=config.split,
-                                      role=config.image_role, heldout_fraction=config.heldout_fraction,
+                                      role=config.cameras()[0], heldout_fraction=config.heldout_fraction,
                                       seed=config.seed, mixtures_file=config.mixtures_file)
     torch.manual_seed(config.seed)  # LoRA init: identical on every rank
     model = load_base(config, ctx.device)
@@ -219,6 +219,8 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
             if run_log is not None:
                 scalars = {"train/loss": train.loss, "train/accuracy": train.accuracy, "train/l1": train.l1,
                            "train/lr": lr, "time/step_s": time.perf_counter() - t0}
+                if module.last_kl is not None:
+                    scalars["train/vib_kl"] = module.last_kl
                 if grad_norm is not None:
                     scalars["train/grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor")
                                                        else grad_norm)

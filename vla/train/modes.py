@@ -18,6 +18,7 @@ from safetensors.torch import save_file
 
 from vla.model.checkpoint import ADAPTER_CONFIG, ADAPTER_WEIGHTS, STATISTICS
 from vla.model.lora import add_lora, lora_layers, merge_lora
+from vla.model.multi_image import set_image_roles
 from vla.model.normalization import ActionStats
 from vla.model.openvla import OpenVLA
 from vla.model.presets import PRESETS
@@ -39,6 +40,8 @@ def load_base(config: FinetuneConfig, device: torch.device) -> OpenVLA:
     else:
         raise TrainConfigError(f"--base {config.base!r} is neither an existing checkpoint folder nor a preset "
                                f"name ({sorted(PRESETS)}); pass the folder of an OpenVLA checkpoint")
+    if config.images is not None:  # the cameras of this run; new role embeddings / VIB heads seeded
+        set_image_roles(model, *config.cameras(), seed=config.seed)
     model.to(device)
     if config.mode == "qlora":
         from vla.model.quantization import quantize
@@ -66,6 +69,8 @@ def set_trainable(model: OpenVLA, config: FinetuneConfig) -> OpenVLA:
     else:
         add_lora(model, rank=config.lora.rank, target_modules=config.lora.targets(), alpha=config.lora.alpha,
                  dropout=config.lora.dropout)
+        if model.role_tokens is not None:  # new for this run (role embeddings, VIB heads): trained in full
+            model.role_tokens.requires_grad_(True)
     if config.freeze_vision:
         model.vision_backbone.requires_grad_(False)
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -50,6 +50,7 @@ class ActionLoss(nn.Module):
         self.vla = vla
         tok = vla.action_tokenizer
         self.first_id, self.last_id = tok.first_id, tok.last_id
+        self.last_kl: float | None = None  # the VIB's KL at the last forward (None without a bottleneck)
         # bin centre of every action token id, indexed by id - first_id (as ActionTokenizer.decode)
         ids = torch.arange(tok.first_id, tok.last_id + 1)
         centres = torch.as_tensor(tok.bin_centers, dtype=torch.float32)
@@ -61,7 +62,7 @@ class ActionLoss(nn.Module):
         """Mean cross-entropy over action tokens, their logits [n, vocab] and target ids [n]."""
         vla = self.vla
         dev = vla.device
-        patches = vla.embed_images(pixel_values)
+        patches, kl = vla.embed_images_with_kl(pixel_values)  # kl: 0 without a bottleneck
         embeds, mask, labels = vla.merge_image_tokens(input_ids.to(dev), patches, attention_mask.to(dev),
                                                       labels.to(dev))
         hidden = vla.language_model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
@@ -69,7 +70,11 @@ class ActionLoss(nn.Module):
         where = (targets >= self.first_id) & (targets <= self.last_id)
         logits = vla.language_model.lm_head(hidden[:, :-1][where]).float()
         targets = targets[where]
-        return F.cross_entropy(logits, targets), logits, targets
+        loss = F.cross_entropy(logits, targets)
+        if vla.config.vib_roles:  # the bottleneck's term (vla.model.vib); metrics report the action loss alone
+            self.last_kl = float(kl.detach())
+            loss = loss + vla.config.vib_beta * kl
+        return loss, logits, targets
 
     @torch.no_grad()
     def metrics(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> ActionMetrics:
@@ -77,4 +82,5 @@ class ActionLoss(nn.Module):
         n = int(targets.numel())
         best_action = logits[:, self.first_id: self.last_id + 1].argmax(-1)
         l1 = (self.centres[best_action] - self.centres[targets - self.first_id]).abs().sum()
-        return ActionMetrics(float(loss) * n, int((logits.argmax(-1) == targets).sum()), float(l1), n)
+        ce = float(F.cross_entropy(logits, targets)) if self.vla.config.vib_roles else float(loss)
+        return ActionMetrics(ce * n, int((logits.argmax(-1) == targets).sum()), float(l1), n)
