@@ -46,6 +46,7 @@ def _config(out: pathlib.Path, data_dir: pathlib.Path, **kw) -> FinetuneConfig:
     return FinetuneConfig(**{**base, **kw})
 
 
+@pytest.mark.slow
 def test_two_camera_vib_run_writes_a_two_camera_checkpoint(two_camera_data, tmp_path):
     torch.set_num_threads(1)
     out = finetune(_config(tmp_path / "run", two_camera_data))
