@@ -44,6 +44,10 @@ class Args:
     reward: str = "success"  # the critic's reward (last-h | success)
     temperature: float = 1.0
     workers: int = 2
+    # "tiny": the fine-tuned tiny OpenVLA (the issue's setting). "noisy-expert": a control with a competent
+    # sampler, the scripted expert's action plus Gaussian noise (expert_noise m x temperature on xyz).
+    base: str = "tiny"
+    expert_noise: float = 0.03
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,19 +101,67 @@ class _ArmPolicy:
         return samples[self.rng.integers(k)]
 
 
+class NoisyExpert:
+    """A sampling policy for the control experiment: the scripted expert's next action plus Gaussian
+    noise on xyz; the expert is asked once per control step, its K samples share that mean."""
+
+    def __init__(self, expert, noise: float, seed: int) -> None:
+        self.expert, self.noise = expert, noise
+        self.rng = np.random.default_rng(seed)
+
+    def predict_action(self, image, instruction: str) -> np.ndarray:
+        return self.expert.act(None, instruction)
+
+    def predict_actions(self, images, instructions, unnorm_key=None, *, n_samples=1, temperature=1.0):
+        mean = self.expert.act(None, instructions[0])
+        out = np.repeat(mean[None], n_samples, axis=0).astype(np.float64)
+        out[:, :3] += self.rng.normal(0.0, self.noise * temperature, (n_samples, 3))
+        return out
+
+
+class _ExpertArm:
+    """An arm over `NoisyExpert` (greedy = the noise-free expert)."""
+
+    def __init__(self, arm: Arm, sampler: NoisyExpert, q, temperature: float, seed: int) -> None:
+        from vla.vgps import ValueGuidedPolicy
+
+        self.arm, self.sampler, self.temperature = arm, sampler, temperature
+        self.rng = np.random.default_rng(seed)
+        self.guided = ValueGuidedPolicy(sampler, q, k=arm.k, beta=arm.beta, temperature=temperature, seed=seed) \
+            if arm.kind == "vgps" else None
+
+    def act(self, obs, instruction: str):
+        if self.arm.kind == "greedy":
+            return self.sampler.predict_action(None, instruction)
+        if self.arm.kind == "vgps":
+            return self.guided.act(obs, instruction)
+        k = self.arm.k if self.arm.kind == "random_k" else 1
+        samples = self.sampler.predict_actions(None, [instruction], n_samples=k, temperature=self.temperature)
+        return samples[self.rng.integers(k)]
+
+
 def run_arm_episodes(task: str, arm: Arm, seeds: list[int], policy_dir: str, q_dir: str,
-                     temperature: float) -> list[dict]:
+                     temperature: float, base: str = "tiny", expert_noise: float = 0.03) -> list[dict]:
     """Worker: one arm on the given seeds; success, steps and mean policy latency per episode."""
     import robot
     import sim
 
-    model, q = _load(policy_dir, q_dir)
+    if base == "tiny":
+        model, q = _load(policy_dir, q_dir)
+    else:
+        from vla.vgps import QFunction
+
+        q = QFunction.from_pretrained(q_dir)
     config = sim.get_task(task)
     scene = sim.make(task, seed=seeds[0], image_size=IMAGE_SIZE)
     out = []
     try:
         for s in seeds:
-            policy = _ArmPolicy(arm, model, q, temperature, s)
+            if base == "tiny":
+                policy = _ArmPolicy(arm, model, q, temperature, s)
+            else:
+                sampler = NoisyExpert(config.expert(scene, "expert", s), expert_noise, s)
+                policy = _ExpertArm(arm, sampler, q, temperature, s)
             res = robot.run_episode(scene, policy, config.instruction, config.max_steps, seed=s, record_frames=False)
             out.append({"seed": s, "success": bool(res.success), "steps": res.steps, "reason": res.reason,
                         "latency_ms": float(np.mean(res.policy_latency_s) * 1e3) if res.policy_latency_s else None})
@@ -153,7 +205,7 @@ def prepare(args: Args) -> tuple[pathlib.Path, pathlib.Path, dict]:
         timings["collect_s"] = time.perf_counter() - t
         print(f"collected {res.episodes} episodes: {res.successes}")
     policy_dir = args.out / "policy"
-    if not (policy_dir / "config.json").is_file():
+    if args.base == "tiny" and not (policy_dir / "config.json").is_file():
         t = time.perf_counter()
         policy_dir = finetune(FinetuneConfig(base="tiny", out=policy_dir, data_dir=data_dir, dataset=name, mode="full",
                                              max_steps=args.policy_steps, batch_size=args.policy_batch, device="cpu",
@@ -180,8 +232,8 @@ def main(args: Args) -> dict:
     with concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx) as pool:
         for arm in ARMS:
             t = time.perf_counter()
-            futures = [pool.submit(run_arm_episodes, args.task, arm, c, str(policy_dir), str(q_dir), args.temperature)
-                       for c in chunks if c]
+            futures = [pool.submit(run_arm_episodes, args.task, arm, c, str(policy_dir), str(q_dir), args.temperature,
+                                   args.base, args.expert_noise) for c in chunks if c]
             eps = sorted((e for f in futures for e in f.result()), key=lambda e: e["seed"])
             results[arm.name] = eps
             rate = np.mean([e["success"] for e in eps])
@@ -206,7 +258,7 @@ def main(args: Args) -> dict:
         "overhead_k10": arms["vgps"]["latency_ms"] / arms["greedy"]["latency_ms"],
         "timings": timings,
     }
-    (args.out / "vgps_gain.json").write_text(json.dumps(report, indent=1))
+    (args.out / f"vgps_gain{'' if args.base == 'tiny' else '_' + args.base}.json").write_text(json.dumps(report, indent=1))
     print(f"gain {report['gain']:+.3f} (95% CI {report['gain_ci'][0]:+.3f}..{report['gain_ci'][1]:+.3f}), "
           f"random_k - sampled {report['random_k_minus_sampled']:+.3f}, overhead at K=10 "
           f"{report['overhead_k10']:.2f}x greedy (target <= 1.6x)")

@@ -67,7 +67,12 @@ def test_requests_the_model_cannot_serve_are_rejected(model_server) -> None:
         with pytest.raises(RequestRejectedError, match="not in this checkpoint"):
             client.act(images={"primary": _image(0)}, instruction="x", unnorm_key="droid")
         with pytest.raises(RequestRejectedError, match="unsupported options"):
-            client.act(images={"primary": _image(0)}, instruction="x", options={"n_samples": 4})
+            client.act(images={"primary": _image(0)}, instruction="x", options={"beam_width": 4})
+        with pytest.raises(RequestRejectedError, match="n_samples"):  # the model samples, within the limit
+            client.act(images={"primary": _image(0)}, instruction="x", options={"n_samples": 10_000})
+        reply = client.act(images={"primary": _image(0)}, instruction="x", unnorm_key="fractal",
+                           options={"n_samples": 4})
+        assert reply.candidates.shape == (4, 7) and len(np.unique(reply.candidates, axis=0)) == 4
 
 
 def test_unknown_default_unnorm_key_is_a_config_error(tiny_model) -> None:

@@ -262,13 +262,22 @@ class OpenVLA(nn.Module):
         return logits[:, first: self.action_tokenizer.last_id + 1].argmax(-1) + first
 
     def predict_actions(self, images: Sequence[Any], instructions: Sequence[str],
-                        unnorm_key: str | None = None) -> np.ndarray:
-        """Un-normalized actions [B, action_dim] for a batch of images (HxWx3 uint8 or PIL) and instructions."""
+                        unnorm_key: str | None = None, *, n_samples: int | None = None,
+                        temperature: float = 1.0, generator: torch.Generator | None = None) -> np.ndarray:
+        """Un-normalized actions [B, action_dim] for a batch of images (HxWx3 uint8 or PIL; {role: image}
+        each for a multi-camera checkpoint) and instructions. With `n_samples=K` (one observation):
+        K actions [K, action_dim] sampled at `temperature` off one prefill (V-GPS candidates)."""
         if isinstance(instructions, str):
             raise InstructionError("instructions must be a list of strings; for one call use predict_action")
         if len(images) != len(instructions) or len(images) == 0:
             raise InstructionError(f"got {len(images)} images and {len(instructions)} instructions; "
                                    "give one instruction per image (at least one)")
+        if n_samples is not None:
+            if len(images) != 1:
+                raise InstructionError(f"n_samples samples K actions for ONE observation; got {len(images)}")
+            from vla.vgps.sampling import sample_actions  # lives with its only user, V-GPS
+
+            return sample_actions(self, images[0], instructions[0], n_samples, temperature, unnorm_key, generator)
         _, stats = select_stats(self.norm_stats, unnorm_key)
         pixel_values = stack_role_images(self.processor.process_images, images, self.config.image_roles)
         result = self.decode_actions(pixel_values, instructions, stats.dim)

@@ -114,16 +114,16 @@ class ValueGuidedPolicy:
         if predict is not None or is_openvla(self.policy):
             if PRIMARY not in images:
                 raise MismatchError(f"the policy needs a {PRIMARY!r} image; the observation has {sorted(images)}")
-            if predict is not None and "n_samples" in inspect.signature(predict).parameters:
-                return predict([images[PRIMARY]], [instruction], self.unnorm_key, n_samples=self.k,
-                               temperature=self.temperature)
-            if not is_openvla(self.policy):
+            if is_openvla(self.policy):  # with this policy's own seeded generator: reproducible episodes
+                from vla.vgps.sampling import sample_actions
+
+                return sample_actions(self.policy, images[PRIMARY], instruction, self.k, self.temperature,
+                                      self.unnorm_key, self.generator)
+            if "n_samples" not in inspect.signature(predict).parameters:
                 raise GuidanceError(f"{type(self.policy).__name__}.predict_actions takes no n_samples: it cannot "
                                     "sample K candidates")
-            from vla.vgps.sampling import sample_actions
-
-            return sample_actions(self.policy, images[PRIMARY], instruction, self.k, self.temperature,
-                                  self.unnorm_key, self.generator)
+            return predict([images[PRIMARY]], [instruction], self.unnorm_key, n_samples=self.k,
+                           temperature=self.temperature)
         options: dict[str, Any] = {"n_samples": self.k}
         if self.temperature != DEFAULT_TEMPERATURE:  # servers that sample at their default may not take the option
             options["temperature"] = self.temperature

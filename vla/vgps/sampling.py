@@ -31,6 +31,7 @@ def sample_actions(model: Any, image: Any, instruction: str, n_samples: int, tem
                    unnorm_key: str | None = None, generator: torch.Generator | None = None) -> np.ndarray:
     """Un-normalized actions [K, A] sampled from `model` (a vla.OpenVLA) for one image and instruction."""
     from vla.model.llm import CACHE_ARG
+    from vla.model.multi_image import stack_role_images
     from vla.model.normalization import select_stats, unnormalize_actions
 
     if not isinstance(n_samples, (int, np.integer)) or isinstance(n_samples, bool) or n_samples < 1:
@@ -38,7 +39,7 @@ def sample_actions(model: Any, image: Any, instruction: str, n_samples: int, tem
     if not temperature > 0:
         raise SamplingError(f"temperature must be > 0 to sample (got {temperature}); use predict_actions for greedy")
     _, stats = select_stats(model.norm_stats, unnorm_key)
-    pixel_values = model.processor.process_images([image])
+    pixel_values = stack_role_images(model.processor.process_images, [image], model.config.image_roles)
     prompts = model.processor.encode_prompts([instruction])
     dev = model.device
     ids, mask = prompts["input_ids"].to(dev), prompts["attention_mask"].to(dev)

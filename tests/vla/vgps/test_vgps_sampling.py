@@ -51,3 +51,12 @@ def test_bad_sampling_settings(model, image):
         sample_actions(model, image, INSTRUCTION, 0)
     with pytest.raises(SamplingError, match="temperature"):
         sample_actions(model, image, INSTRUCTION, 4, 0.0)
+
+
+def test_model_predict_actions_samples_with_n_samples(model, image):
+    a = model.predict_actions([image], [INSTRUCTION], n_samples=4, generator=torch.Generator().manual_seed(9))
+    b = sample_actions(model, image, INSTRUCTION, 4, 1.0, generator=torch.Generator().manual_seed(9))
+    np.testing.assert_array_equal(a, b)
+    assert model.predict_actions([image, image], [INSTRUCTION] * 2).shape == (2, 7)  # greedy batch unchanged
+    with pytest.raises(vla.errors.InstructionError, match="ONE observation"):
+        model.predict_actions([image, image], [INSTRUCTION] * 2, n_samples=3)
