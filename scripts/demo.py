@@ -11,6 +11,7 @@ from typing import Annotated
 import tyro
 
 from sim.demo import DemoConfig, PretrainConfig, format_report, pretrain_base, run_demo
+from robot.errors import RobotError
 from sim.errors import SimError
 
 PRETRAIN = "pretrain-base"
@@ -37,7 +38,7 @@ def main(argv: list[str]) -> int:
                                       f"`vla demo {PRETRAIN} --help`: build the base model it starts from.")
         _logging(config.out)
         summary = run_demo(config)
-    except SimError as e:
+    except (SimError, RobotError) as e:
         print(f"vla demo: {e}", file=sys.stderr)
         return 2
     print(format_report(summary, config.out))

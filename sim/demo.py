@@ -33,11 +33,14 @@ SERVER_READY = "serving on "  # the line `vla serve` prints first, followed by t
 SUMMARY = "summary.json"
 PLOT = "success.png"
 SERVE_LOG = "serve.log"
-OUTPUTS = ("data", "base", "checkpoint", "eval", SERVE_LOG, PLOT, SUMMARY)  # what run_demo writes into --out
+ROLLOUT = "rollout.png"  # frames of one evaluation episode (a success when there is one)
+FRAME_STRIP = 5
+OUTPUTS = ("data", "base", "checkpoint", "eval", SERVE_LOG, PLOT, ROLLOUT, SUMMARY)  # what run_demo writes into --out
 SERVE_STOP_S = 10.0  # SIGTERM, then this long before SIGKILL
 
 
-# the shipped base: tiny preset at 112 px, pre-trained on the WidowX tasks the demo does not evaluate
+# the shipped base (`vla demo pretrain-base`): tiny preset, 112 px wrist camera, pre-trained on the
+# WidowX tasks the demo does not evaluate
 DEFAULT_BASE = REPO / "sim" / "assets" / "demo_base"
 BASE_TASKS = ("widowx-block-in-bowl", "widowx-push-left")
 BASE_MIXTURE = "sim_widowx_base"  # datasets/mixtures.toml: the datasets of BASE_TASKS
@@ -58,16 +61,17 @@ class DemoConfig:
     episodes: int = 100  # scripted demos collected (seeds 0..episodes-1)
     mix: str = "expert:1.0"  # expert variants and shares, e.g. expert:0.8,noisy:0.2
     collect_workers: int = 2  # parallel collection processes
+    camera: str = "wrist"  # the scene camera the model sees (sent as role `primary`): wrist = visual servoing
     # base model: a checkpoint folder (default: the shipped one `vla demo pretrain-base` builds), or
     # "random" for a random init of --model at --image-size
     base: str = str(DEFAULT_BASE.relative_to(REPO))
     model: str = "tiny"  # model preset (vla info lists them) of a random base
     image_size: int = 112  # camera image side (pixels); a random base is built at this size too
     mode: Literal["full", "lora"] = "full"  # full: every weight; lora: adapters, merged before serving
-    steps: int = 1500  # optimizer steps
+    steps: int = 600  # optimizer steps
     batch_size: int = 32
     lr: float = 1e-3  # AdamW learning rate (cosine to 0 after warmup)
-    warmup_steps: int = 50
+    warmup_steps: int = 20
     eval_episodes: int = 20  # evaluation episodes through the policy server
     eval_seed: int = EVAL_SEED  # first evaluation seed; must be >= episodes (no scene seen in training)
     video: str = "each"  # "each": an mp4 per evaluation episode; "none"
@@ -91,6 +95,11 @@ class DemoConfig:
         if self.video not in VIDEO_MODES:
             raise DemoError(f"--video {self.video!r} is not one of {VIDEO_MODES}")
         parse_mix(self.mix)  # raises CollectError naming the bad entry
+
+
+def primary_rig(camera: str) -> dict[str, str]:
+    """The rig that gives the model `camera` as its one image (role `primary`), in demos and evaluation."""
+    return {"primary": camera}
 
 
 def build_base(preset: str, image_size: int, seed: int, path: pathlib.Path) -> pathlib.Path:
@@ -118,7 +127,7 @@ def resolve_base(cfg: "DemoConfig", work: pathlib.Path) -> pathlib.Path:
     path = pathlib.Path(cfg.base)
     path = path if path.is_absolute() else REPO / path
     if not (path / "config.json").is_file():
-        hint = ("build it with `vla demo pretrain-base` (about 20 min on 2 cores)" if path == DEFAULT_BASE
+        hint = ("build it with `vla demo pretrain-base` (about 15 min on 2 cores)" if path == DEFAULT_BASE
                 else "pass a checkpoint folder")
         raise DemoError(f"--base {cfg.base}: {path} holds no checkpoint (config.json is absent); {hint}, "
                         f"or pass --base {RANDOM_BASE} to start from a random init")
@@ -133,9 +142,10 @@ class PretrainConfig:
     work: pathlib.Path = pathlib.Path("demo-out/pretrain")  # data and the training run (checkpoints, logs)
     episodes: int = 150  # demos per task in BASE_TASKS (seeds from BASE_SEED)
     collect_workers: int = 2
+    camera: str = "wrist"  # the scene camera the model sees (as role `primary`)
     model: str = "tiny"
     image_size: int = 112
-    steps: int = 2000
+    steps: int = 1000
     batch_size: int = 32
     lr: float = 1e-3
     warmup_steps: int = 50
@@ -153,7 +163,7 @@ def pretrain_base(cfg: PretrainConfig) -> pathlib.Path:
     data = pathlib.Path(cfg.work) / "data"
     for task in BASE_TASKS:
         collect(CollectConfig(task=task, episodes=cfg.episodes, out=data, workers=cfg.collect_workers,
-                              seed=cfg.seed, image_size=cfg.image_size, rig="third_person", overwrite=True))
+                              seed=cfg.seed, image_size=cfg.image_size, rig=primary_rig(cfg.camera), overwrite=True))
     init = build_base(cfg.model, cfg.image_size, cfg.seed, pathlib.Path(cfg.work) / "init")
     run = finetune(FinetuneConfig(
         base=str(init), out=pathlib.Path(cfg.work) / "run", data_dir=data, mixture=BASE_MIXTURE, mode="full",
@@ -206,6 +216,20 @@ def _wait_ready(proc: subprocess.Popen, log_path: pathlib.Path, timeout_s: float
                     "overloaded: raise --serve-timeout-s")
 
 
+def frame_strip(video: pathlib.Path, png: pathlib.Path, frames: int = FRAME_STRIP) -> pathlib.Path:
+    """`frames` evenly spaced frames of an mp4, side by side, as one PNG (the README's picture)."""
+    import imageio.v3 as iio
+    import numpy as np
+    from PIL import Image
+
+    decoded = list(iio.imiter(video, plugin="pyav"))
+    if not decoded:
+        raise DemoError(f"{video} holds no frames; rerun the demo with --video each")
+    pick = np.linspace(0, len(decoded) - 1, min(frames, len(decoded))).round().astype(int)
+    Image.fromarray(np.concatenate([decoded[i] for i in pick], axis=1)).save(png)
+    return png
+
+
 def _finetune_config(cfg: DemoConfig, base: pathlib.Path, data_dir: pathlib.Path, out: pathlib.Path):
     from vla.train import FinetuneConfig, OptimSettings
 
@@ -226,6 +250,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     from vla.train import finetune
     from vla.train.loop import SUMMARY as TRAIN_SUMMARY
 
+    started = time.perf_counter()
     task = get_task(cfg.task)  # unknown task: fail before any work
     out = pathlib.Path(cfg.out)
     if out.exists() and not out.is_dir():
@@ -243,7 +268,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     t = time.perf_counter()
     collected = collect(CollectConfig(
         task=cfg.task, episodes=cfg.episodes, out=out / "data", workers=cfg.collect_workers,
-        mix=parse_mix(cfg.mix), seed=cfg.seed, image_size=cfg.image_size, rig="third_person"))
+        mix=parse_mix(cfg.mix), seed=cfg.seed, image_size=cfg.image_size, rig=primary_rig(cfg.camera)))
     wall["collect"] = time.perf_counter() - t
     log.info("collect: %d episodes, %d steps, expert success %.2f, %.1f s", collected.episodes, collected.steps,
              collected.success_rate, wall["collect"])
@@ -262,14 +287,17 @@ def run_demo(cfg: DemoConfig) -> dict:
         try:
             evaluation = evaluate(
                 EvalConfig(task=cfg.task, out=out / "eval", episodes=cfg.eval_episodes, seed=cfg.eval_seed,
-                           rig="third_person", image_size=cfg.image_size, video=cfg.video),
-                policy, policy_name=f"{cfg.model}@{cfg.image_size}px {cfg.mode} {cfg.steps} steps via {address}")
+                           rig=primary_rig(cfg.camera), image_size=cfg.image_size, video=cfg.video),
+                policy, policy_name=f"{cfg.mode} {cfg.steps} steps, {cfg.camera} camera, via {address}")
         finally:
             policy.close()
         wall["eval"] = time.perf_counter() - t
     plot = compare([out / "eval" / "summary.json"], out / PLOT, labels=[f"{cfg.model} {cfg.mode}"])
-    wall["total"] = sum(wall.values())
     videos = [str(out / "eval" / e["video"]) for e in evaluation["per_episode"] if e["video"]]
+    shown = [out / "eval" / e["video"] for e in sorted(evaluation["per_episode"], key=lambda e: not e["success"])
+             if e["video"]]
+    rollout = str(frame_strip(shown[0], out / ROLLOUT)) if shown else None
+    wall["total"] = time.perf_counter() - started  # the stages plus imports, base loading, plot
     summary = {
         "task": cfg.task,
         "instruction": task.instruction,
@@ -287,6 +315,7 @@ def run_demo(cfg: DemoConfig) -> dict:
         "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
         "checkpoint": str(checkpoint),
         "videos": videos,
+        "rollout_frames": rollout,
         "plot": str(plot),
         "torch_threads": cfg.threads,
     }
@@ -313,6 +342,7 @@ def format_report(summary: dict, out: pathlib.Path) -> str:
         f"final action-token accuracy {summary['train']['train_eval_accuracy']:.3f}",
     ]
     if summary["videos"]:
-        lines.append(f"rollout video: {summary['videos'][0]} (+{len(summary['videos']) - 1} more)")
+        lines.append(f"rollout video: {summary['videos'][0]} (+{len(summary['videos']) - 1} more); "
+                     f"frames: {summary['rollout_frames']}")
     lines += [f"summary plot: {summary['plot']}", f"summary: {pathlib.Path(out) / SUMMARY}"]
     return "\n".join(lines)

@@ -6,10 +6,12 @@ import json
 import pathlib
 
 import pytest
+from PIL import Image
 
 from scripts.demo import main as demo_main
-from sim.collect import CollectError
-from sim.demo import DemoConfig, DemoError, format_report, resolve_base, run_demo, served
+from sim.collect import CollectError, dataset_name
+from sim.demo import (BASE_TASKS, DemoConfig, DemoError, PretrainConfig, format_report, pretrain_base, resolve_base,
+                      run_demo, served)
 
 
 @pytest.mark.slow
@@ -37,6 +39,8 @@ def test_demo_runs_every_stage_and_writes_summary(tmp_path):
     assert len(videos) == 2 and all(v.stat().st_size > 1000 for v in videos)
     assert not stale.exists() and (tmp_path / "notes.txt").read_text() == "mine"
     assert pathlib.Path(summary["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(summary["rollout_frames"]) as strip:  # 5 frames of one 56 px episode, side by side
+        assert strip.size == (5 * 56, 56)
     # the model that was served is the trained checkpoint; the server process stopped on SIGTERM
     assert (tmp_path / "checkpoint" / "model.safetensors").is_file()
     served_log = (tmp_path / "serve.log").read_text()
@@ -76,3 +80,19 @@ def test_demo_help_lists_the_knobs(capsys):
     text = capsys.readouterr().out
     for flag in ("--task", "--episodes", "--steps", "--model", "--image-size", "--mode", "--eval-episodes"):
         assert flag in text
+
+
+@pytest.mark.slow
+def test_pretrain_base_writes_a_loadable_base_of_the_other_tasks(tmp_path):
+    from vla import OpenVLA
+
+    cfg = PretrainConfig(out=tmp_path / "base", work=tmp_path / "work", episodes=2, collect_workers=1,
+                         image_size=56, steps=2, batch_size=4, warmup_steps=1)
+    out = pretrain_base(cfg)
+    model = OpenVLA.from_pretrained(out)
+    assert sorted(model.norm_stats) == sorted(dataset_name(t) for t in BASE_TASKS)
+    assert model.config.image_size == 56
+    assert not (out / "checkpoints").exists() and (out / "train_summary.json").is_file()
+    # the base never saw the demo's task, nor its seeds
+    assert dataset_name(DemoConfig().task) not in model.norm_stats
+    assert cfg.seed >= DemoConfig().eval_seed + DemoConfig().eval_episodes
