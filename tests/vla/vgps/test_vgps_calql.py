@@ -10,7 +10,7 @@ from vla.vgps.evaluate import score_dataset
 from vla.vgps.qfunction import QFunction
 from vla.vgps.train import train_from_dataset, train_q
 
-STEPS, BATCH = 500, 128
+STEPS, BATCH = 300, 128
 CALIBRATION_TOLERANCE = 0.1  # mean Q(data) may sit at most this far below the mean MC return
 
 
