@@ -66,6 +66,9 @@ class FinetuneConfig:
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPUs that support it
     seed: int = 7
     image_role: str = "primary"  # which camera of the dataset the model sees
+    # OpenVLA's training augmentation (random resized crop of 0.9 area + colour jitter), seeded per
+    # (seed, step, frame) so --resume stays exact; the checkpoint then evaluates on the 0.9-area centre crop
+    image_aug: bool = False
     # several cameras (eye-in-hand): comma-separated roles in token order, e.g. "primary,wrist", or a rig
     # name (third_person, eye_in_hand, both, both-vib); replaces --image-role
     images: str | None = None
@@ -123,6 +126,9 @@ class FinetuneConfig:
         if self.images is not None and self.mode == "lora" and not self.merge:
             raise TrainConfigError("--images trains new role embeddings that adapter files cannot hold; "
                                    "add --merge (or use --mode full)")
+        if self.image_aug and self.mode != "full" and not self.merge:
+            raise TrainConfigError("--image-aug makes the checkpoint evaluate on a centre crop, a setting of the "
+                                   "model config that adapter files do not carry; add --merge (or use --mode full)")
         if self.merge and self.mode == "full":
             raise TrainConfigError("--merge applies to LoRA adapters; --mode full already writes plain weights")
 
@@ -164,7 +170,7 @@ class FinetuneConfig:
     def fingerprint(self) -> dict:
         """The settings a resumed run must share with the run it continues."""
         keep = ("base", "dataset", "mixture", "mode", "max_steps", "batch_size", "grad_accum", "lora", "optim",
-                "freeze_vision", "precision", "seed", "image_role", "split", "heldout_fraction", "images", "vib", "vib_beta")
+                "freeze_vision", "precision", "seed", "image_role", "image_aug", "split", "heldout_fraction", "images", "vib", "vib_beta")
         d = self.to_json()
         return {k: d[k] for k in keep}
 

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vla.data.registry import MIXTURES_PATH, load_mixtures, resolve_mixture
+from vla.data.batches import Augment, augment_image
 from vla.data.rlds import decode_image, iter_episodes, open_dataset
 from vla.data.errors import StatisticsError
 from vla.data.statistics import cache_path, source_statistics
@@ -141,10 +142,35 @@ class SampleOrder:
         return np.array_split(mine, grad_accum)
 
 
-def collate(processor: Any, frames: Frames) -> dict[str, torch.Tensor]:
-    """Decode images and build the model's training inputs (pixel_values, ids, mask, labels)."""
+def collate(processor: Any, frames: Frames, augment: AugmentSeed | None = None) -> dict[str, torch.Tensor]:
+    """Decode images and build the model's training inputs (pixel_values, ids, mask, labels).
+
+    augment: when given, each image gets OpenVLA's training augmentation, drawn from a generator seeded
+    by (seed, step, frame index, role) so that a resumed run and any number of ranks see the same pixels.
+    """
     batch = processor.encode_training(list(frames.instructions), frames.actions)
+    columns = []
+    for r, column in enumerate(frames.images.T):
+        images = [decode_image(bytes(b)) for b in column]
+        if augment is not None:
+            images = [augment.apply(img, j, r) for j, img in enumerate(images)]
+        columns.append(processor.process_images(images))
     # several roles: their 6-channel blocks stacked along channels in role order (vla.model.multi_image)
-    batch["pixel_values"] = torch.cat([processor.process_images([decode_image(bytes(b)) for b in column])
-                                       for column in frames.images.T], dim=1)
+    batch["pixel_values"] = torch.cat(columns, dim=1)
     return batch
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentSeed:
+    """OpenVLA's image augmentation for one optimizer step, reproducible from (seed, step)."""
+
+    seed: int
+    step: int
+    frames: tuple[int, ...]  # training-frame indices of the micro-batch, in batch order
+    size: int  # output side before the model's own resize (the model's image size)
+    aug: Augment = Augment()
+
+    def apply(self, image: np.ndarray, position: int, role: int) -> np.ndarray:
+        """Augment the image at `position` of the micro-batch, camera `role` (its column)."""
+        rng = np.random.default_rng([self.seed, 1 << 22, self.step, self.frames[position], role])
+        return augment_image(image, self.size, self.aug, rng)

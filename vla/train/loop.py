@@ -23,7 +23,7 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 
 from vla.train import checkpoint
 from vla.train.config import FinetuneConfig
-from vla.train.data import Frames, SampleOrder, TrainData, collate, load_train_data
+from vla.train.data import AugmentSeed, Frames, SampleOrder, TrainData, collate, load_train_data
 from vla.train.distributed import DistContext, no_grad_sync, wrap
 from vla.train.errors import NonFiniteLossError, OutputExistsError, ResumeError, TrainOutOfMemoryError
 from vla.train.logs import RunLog
@@ -194,7 +194,9 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
             train = ActionMetrics(0.0, 0, 0.0, 0)
             with oom_advice(config, micro):
                 for i, idx in enumerate(parts):
-                    batch = collate(model.processor, data.train.take(idx))
+                    aug = (AugmentSeed(config.seed, step, tuple(int(i) for i in idx), model.config.image_sizes[0])
+                           if config.image_aug else None)
+                    batch = collate(model.processor, data.train.take(idx), aug)
                     with no_grad_sync(wrapped, skip=i < len(parts) - 1):
                         with amp:
                             loss, logits, targets = wrapped(**batch)

@@ -23,6 +23,7 @@ from vla.model.normalization import ActionStats
 from vla.model.openvla import OpenVLA
 from vla.model.presets import PRESETS
 from vla.train.config import FinetuneConfig
+from vla.data.batches import Augment
 from vla.train.errors import IncompatibleDataError, TrainConfigError
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,11 @@ def write_output(out: pathlib.Path, config: FinetuneConfig, model: OpenVLA, norm
         merge_lora(model)
     model.norm_stats = stats
     model.cpu().save_pretrained(out)
+    if config.image_aug:  # trained on random 0.9-area crops: evaluate on the centre crop of that area
+        path = out / "config.json"
+        record = json.loads(path.read_text())
+        record["eval_center_crop_area"] = Augment().crop_area
+        path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def _write_adapter(out: pathlib.Path, config: FinetuneConfig, model: OpenVLA, stats: dict[str, Any]) -> None:
