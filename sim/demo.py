@@ -58,9 +58,9 @@ class DemoConfig:
 
     task: str = "widowx-pick-block"  # sim task (see `vla sim list`): one object, the fastest to learn
     out: pathlib.Path = pathlib.Path("demo-out")  # everything goes here; an earlier demo's results are replaced
-    # scripted demos collected (seeds 0..episodes-1); 300 gave 8/20 where 100 gave 4/20 at the same 1800
-    # steps (100 fit the training set better but generalised worse), and collecting 300 costs ~25 s
-    episodes: int = 300
+    # scripted demos collected (seeds 0..episodes-1): 100 gave 4/20 and 300 8/20 at 1800 steps (100 fit the
+    # training set better but generalised worse); 600 with 2400 steps gave 17/20; collecting 600 costs ~12 s
+    episodes: int = 600
     mix: str = "expert:1.0"  # expert variants and shares, e.g. expert:0.8,noisy:0.2
     collect_workers: int = 2  # parallel collection processes
     camera: str = "wrist"  # the scene camera the model sees (sent as role `primary`): wrist = visual servoing
@@ -70,7 +70,7 @@ class DemoConfig:
     model: str = "tiny"  # model preset (vla info lists them) of a random base
     image_size: int = 112  # camera image side (pixels); a random base is built at this size too
     mode: Literal["full", "lora"] = "full"  # full: every weight; lora: adapters, merged before serving
-    steps: int = 1800  # optimizer steps: 600 left the first action blind to the block (~9 min at ~110 samples/s)
+    steps: int = 2400  # optimizer steps: 600 left the first action blind to the block (6.5 min at ~200 samples/s)
     batch_size: int = 32
     lr: float = 3e-3  # AdamW learning rate (cosine to 0 after warmup); 1e-3 for 600 steps gave 0/20, 3e-3 gave 2/10
     warmup_steps: int = 20
