@@ -24,3 +24,15 @@ def reference_dir(shared_dir: pathlib.Path) -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"{path} is absent")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread for the test: two cores are shared by the whole CI, and torch's spinning
+    threads only slow tiny steps down."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

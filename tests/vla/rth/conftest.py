@@ -13,12 +13,8 @@ from rth_fixtures import colour_episodes
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Two cores are shared by the whole CI; torch's spinning threads only slow tiny steps down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test here runs torch on one thread (tests/conftest.py says why)."""
 
 
 @pytest.fixture(scope="session")
