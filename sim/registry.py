@@ -8,7 +8,7 @@ import difflib
 
 from sim.config import TaskConfig
 from sim.errors import UnknownTaskError
-from sim.robosuite_tasks import PlacementRange, RobosuiteTask
+from sim.robosuite_tasks import PlacementRange, RobosuiteTask, TableArea
 from sim.widowx.tasks import WidowXTask
 
 TASKS: dict[str, TaskConfig] = {
@@ -66,6 +66,10 @@ TASKS: dict[str, TaskConfig] = {
         sampler="CollisionObjectSampler",
         placement=PlacementRange(x=(-0.145, 0.145), y=(-0.195, 0.195)),
         max_steps=150,
+        # no table: textures go on both bins; distractors stand in the source bin (floor top z = 0.82),
+        # 3 cm inside its walls
+        table_materials=("light-wood", "dark-wood"),
+        distractor_area=TableArea(x=(-0.06, 0.26), y=(-0.46, -0.04), z=0.82),
     ),
 }
 

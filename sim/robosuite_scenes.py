@@ -16,14 +16,23 @@ it: without the floor's planar reflection (which draws the scene twice), shadow 
 a 128x128 frame of the Panda scenes (~350k mesh vertices) costs 3.4-4.3x less on a CPU.
 
 Object-pose randomization ranges are task data applied to robosuite's own placement samplers;
-the episode seed drives every random draw (placement, joint-init noise, camera shift), so
-`reset(seed)` is reproducible.
+the episode seed drives every random draw (placement, joint-init noise, camera shift, distractor
+spots), so `reset(seed)` is reproducible.
+
+Perturbations match the WidowX scene's: the camera shift moves `agentview` with the pose math of
+`sim.perturbations.shifted_camera_pose` (the wrist camera rides on the hand, untouched); a table
+texture and distractors are the WidowX scene's own procedural textures and distractor bodies,
+copied from its XML into robosuite's model, which is recompiled once (robosuite compiles in
+`make`, before an XML processor can be registered). Distractors are mocap bodies: they stand
+still, clear of the task objects, and robosuite's success checks never look at them.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import logging
-import math
+import xml.etree.ElementTree as ET
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -39,10 +48,13 @@ from robot import (
     resolve_rig,
 )
 from robot.rigs import Rig
-from sim.config import CameraShift, SceneOptions
+from sim.config import SceneOptions
 from sim.errors import SceneOptionError
+from sim.perturbations import shifted_camera_pose, table_spots
 from sim.render import OffscreenRenderer, select_gl_backend
 from sim.robosuite_tasks import RobosuiteTask
+from sim.widowx.scene import MAX_DISTRACTORS, TABLE_TEXTURES
+from sim.widowx.scene import SCENE_XML as WIDOWX_SCENE_XML
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +79,11 @@ PROPRIO_NAMES = ("eef_x", "eef_y", "eef_z", "eef_roll", "eef_pitch", "eef_yaw", 
 # makes every scene instance (e.g. each collection worker's) build the same model, so an
 # episode is fixed by its reset seed alone.
 _MODEL_SEED = 0
-_CAMERA_SHIFT_STREAM = 1  # separates the camera-shift draw from robosuite's placement draws
+ADDED = "vla/"  # prefix of every name the scene adds to robosuite's model
+DISTRACTOR_CLEARANCE = 0.10  # m from a task object's centre: wider than the Panda's open fingers reach
+_DISTRACTOR_STREAM = 0xD1  # the distractors' own draw from the episode seed: robosuite's placements stay
+_ROBOSUITE_CONTACT = "1"  # contype/conaffinity bit on which robosuite's robot and objects collide
+_ROBOSUITE_VISUAL_GROUP = "1"  # robosuite draws group 1; RenderSettings hides group 0 (collision geoms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,20 +156,56 @@ def _find_sampler(root, name: str):
     return None
 
 
-def shift_camera(
-    pos: np.ndarray, quat_wxyz: np.ndarray, shift: CameraShift, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """A camera pose moved `shift.distance_m` and turned `shift.angle_deg`, directions drawn from `seed`."""
-    # translation: uniform on the sphere; turn: about an axis across the optical axis (a pan/tilt
-    # mix, as a bumped tripod; no roll about the optical axis)
-    rng = np.random.default_rng([seed, _CAMERA_SHIFT_STREAM])
-    direction = rng.normal(size=3)
-    direction /= np.linalg.norm(direction)
-    phi = rng.uniform(0.0, 2 * np.pi)
-    local_axis = np.array([math.cos(phi), math.sin(phi), 0.0])  # camera looks along its local -z
-    cam = Rotation.from_quat(quat_wxyz, scalar_first=True)
-    turned = cam * Rotation.from_rotvec(local_axis * math.radians(shift.angle_deg))
-    return pos + shift.distance_m * direction, turned.as_quat(scalar_first=True)
+def check_perturbations(task: RobosuiteTask, options: SceneOptions) -> None:
+    """Refuse a table texture or distractors that `task`'s scene cannot show."""
+    texture, n = options.table_texture, options.distractors
+    if texture is not None and texture not in TABLE_TEXTURES:
+        raise SceneOptionError(f"table texture {texture!r} is unknown; textures: {TABLE_TEXTURES}")
+    if texture is not None and not task.table_materials:
+        raise SceneOptionError(f"robosuite scene {task.env_name} has no table surface to texture; leave table_texture unset")
+    if n and task.distractor_area is None:
+        raise SceneOptionError(f"robosuite scene {task.env_name} has no table area for distractors; leave distractors 0")
+    if n > MAX_DISTRACTORS:
+        raise SceneOptionError(f"the robosuite scenes have {MAX_DISTRACTORS} distractors; asked for {n}")
+
+
+def perturbed_xml(xml: str, task: RobosuiteTask, options: SceneOptions) -> str:
+    """robosuite's model XML plus the table texture and distractor bodies that `options` ask for."""
+    root = ET.fromstring(xml)
+    # the WidowX scene defines the procedural textures and the distractors; every scene shows the same ones
+    source = ET.parse(WIDOWX_SCENE_XML).getroot()
+    if options.table_texture is not None:
+        _add_table_texture(root, source, options.table_texture, task.table_materials)
+    for i in range(options.distractors):
+        root.find("worldbody").append(_distractor_body(source, i))
+    return ET.tostring(root, encoding="unicode")
+
+
+def _add_table_texture(root: ET.Element, source: ET.Element, name: str, materials: tuple[str, ...]) -> None:
+    texture = copy.deepcopy(source.find(f"asset/texture[@name='{name}']"))
+    material = copy.deepcopy(source.find(f"asset/material[@name='table/{name}']"))
+    texture.set("name", ADDED + name)
+    material.set("name", f"{ADDED}table/{name}")
+    material.set("texture", ADDED + name)
+    root.find("asset").extend([texture, material])
+    surfaces = [g for g in root.iter("geom") if g.get("material") in materials]
+    if not surfaces:
+        raise SceneOptionError(
+            f"no geom of robosuite's model uses the table materials {materials}; fix table_materials in sim/registry.py"
+        )
+    for geom in surfaces:
+        geom.set("material", material.get("name"))
+
+
+def _distractor_body(source: ET.Element, index: int) -> ET.Element:
+    body = copy.deepcopy(source.find(f"worldbody/body[@name='distractor{index}']"))  # a mocap body, parked
+    body.set("name", f"{ADDED}distractor{index}")
+    for geom in body.iter("geom"):
+        geom.attrib.pop("class", None)  # the WidowX contact bits; robosuite's follow
+        geom.set("contype", _ROBOSUITE_CONTACT)
+        geom.set("conaffinity", _ROBOSUITE_CONTACT)
+        geom.set("group", _ROBOSUITE_VISUAL_GROUP)
+    return body
 
 
 class RobosuiteScene:
@@ -166,11 +218,7 @@ class RobosuiteScene:
         seed: int | None = None,
         render: RenderSettings = RenderSettings(),
     ) -> None:
-        if options.table_texture is not None or options.distractors:
-            raise SceneOptionError(
-                f"robosuite scene {task.env_name} does not support table_texture/distractors yet "
-                f"(got {options.table_texture!r}, {options.distractors}); leave them unset or use a widowx-* task"
-            )
+        check_perturbations(task, options)
         self.task, self.options = task, options
         size = options.image_size
         self.rig: Rig = resolve_rig(options.rig, _full_spec(task, size, tuple(CAMERA_ROLES)))
@@ -193,6 +241,8 @@ class RobosuiteScene:
             seed=_MODEL_SEED,
             **dict(task.env_kwargs),
         )
+        if options.table_texture is not None or options.distractors:
+            self._rebuild_with_perturbations()
         sampler = _find_sampler(self._env.placement_initializer, task.sampler)
         if sampler is None:
             self._env.close()
@@ -206,6 +256,7 @@ class RobosuiteScene:
         self._finger_joints = tuple(self._robot.gripper[self._arm].joints)
         self._cam_id = model.camera(THIRD_PERSON_CAMERA).id
         self._cam_home = (model.cam_pos[self._cam_id].copy(), model.cam_quat[self._cam_id].copy())
+        self._distractors = [model.body_mocapid[model.body(f"{ADDED}distractor{i}").id] for i in range(options.distractors)]
         render.apply(model)
         model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)  # the offscreen buffer holds a frame
         model.vis.global_.offheight = max(model.vis.global_.offheight, size)
@@ -227,9 +278,10 @@ class RobosuiteScene:
         model = self._sim.model._model
         pos, quat = self._cam_home
         if self.options.camera_shift is not None:
-            pos, quat = shift_camera(pos, quat, self.options.camera_shift, self.episode_seed)
+            pos, quat = shifted_camera_pose(pos, quat, self.options.camera_shift, self.episode_seed)
         model.cam_pos[self._cam_id], model.cam_quat[self._cam_id] = pos, quat
         self._env.reset()
+        self._place_distractors()
         self._steps = 0
         return self.observe()
 
@@ -263,6 +315,28 @@ class RobosuiteScene:
             self._renderer.close()
             self._renderer = None
         self._env.close()
+
+    def _rebuild_with_perturbations(self) -> None:
+        """Recompile robosuite's model with the texture and distractors (robosuite compiles once in make)."""
+        self._env.set_xml_processor(functools.partial(perturbed_xml, task=self.task, options=self.options))
+        try:
+            self._env.reset_from_xml_string(self._env.model.get_xml())
+        except BaseException:
+            self._env.close()
+            raise
+
+    def _place_distractors(self) -> None:
+        """Stand the distractors in the task's table area, clear of the task objects, as drawn from the seed."""
+        if not self._distractors:
+            return
+        area = self.task.distractor_area
+        objects = [self.task.grasp_body] + ([self.task.target_body] if self.task.target_body else [])
+        taken = [self._sim.data.xpos[self._sim.model.body_name2id(b)][:2].copy() for b in objects]
+        rng = np.random.default_rng([self.episode_seed, _DISTRACTOR_STREAM])
+        spots = table_spots(rng, area.x, area.y, taken, len(self._distractors), DISTRACTOR_CLEARANCE)
+        for mocap, (x, y) in zip(self._distractors, spots):
+            self._sim.data.mocap_pos[mocap] = (x, y, area.z)
+        self._sim.forward()
 
     def _require_reset(self) -> None:
         if self.episode_seed is None:
@@ -302,8 +376,16 @@ class RobosuiteScene:
         quat = self._sim.data.xquat[idx]
         return self.to_base(self._sim.data.xpos[idx].copy(), Rotation.from_quat(quat, scalar_first=True))
 
+    @property
+    def model(self):
+        """The compiled mujoco.MjModel (robosuite's, with the texture and distractors asked for)."""
+        return self._sim.model._model
+
+    def distractor_positions(self) -> np.ndarray:
+        """World positions of the distractors' bases, one row each (none without distractors)."""
+        return self._sim.data.mocap_pos[self._distractors].copy()
+
     def camera_pose(self, camera: str = THIRD_PERSON_CAMERA) -> tuple[np.ndarray, np.ndarray]:
         """A camera's current model position and wxyz quaternion (in its parent body's frame)."""
-        model = self._sim.model._model
-        idx = model.camera(camera).id
-        return model.cam_pos[idx].copy(), model.cam_quat[idx].copy()
+        idx = self.model.camera(camera).id
+        return self.model.cam_pos[idx].copy(), self.model.cam_quat[idx].copy()

@@ -27,10 +27,33 @@ class PlacementRange:
     rotation: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
-        for name in ("x", "y") + (("rotation",) if self.rotation is not None else ()):
-            lo, hi = getattr(self, name)
-            if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
-                raise SceneOptionError(f"placement {name} range {(lo, hi)} must be finite with low <= high")
+        _check_ranges("placement", x=self.x, y=self.y, rotation=self.rotation)
+
+
+@dataclasses.dataclass(frozen=True)
+class TableArea:
+    """Where distractors stand: world x/y ranges (metres) on the surface at world height z."""
+
+    x: tuple[float, float]
+    y: tuple[float, float]
+    z: float
+
+    def __post_init__(self) -> None:
+        _check_ranges("distractor area", x=self.x, y=self.y, z=(self.z, self.z))
+
+
+def _check_ranges(what: str, **ranges: tuple[float, float] | None) -> None:
+    for name, span in ranges.items():
+        if span is None:
+            continue
+        lo, hi = span
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            raise SceneOptionError(f"{what} {name} range {(lo, hi)} must be finite with low <= high")
+
+
+# robosuite's TableArena (Lift, Stack): a 0.8 m square table whose top is at z = 0.8; the area is
+# the part the agentview camera sees, short of the robot's base at x = -0.56
+TABLE_ARENA_AREA = TableArea(x=(-0.20, 0.25), y=(-0.28, 0.28), z=0.8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +74,9 @@ class RobosuiteTask:
     grasp_depth: float = 0.0  # metres below the grasp body's origin where the fingertips close
     max_steps: int = 100
     control_hz: int = 10
+    # visual materials a table_texture replaces (robosuite's table top; () = no surface to texture)
+    table_materials: tuple[str, ...] = ("table_ceramic",)
+    distractor_area: TableArea | None = TABLE_ARENA_AREA  # None: the scene cannot take distractors
     env_kwargs: Mapping[str, object] = dataclasses.field(default_factory=dict)  # extra robosuite arguments
 
     def make(self, seed: int | None = None, options: SceneOptions = SceneOptions()) -> Robot:

@@ -16,6 +16,7 @@ import numpy as np
 from robot import CameraSpec, EmbodimentSpec, Observation, SafetyFilter, SafetyLimits, StepResult, resolve_rig
 from sim.config import SceneOptions
 from sim.errors import SceneOptionError
+from sim.perturbations import shifted_camera_pose, table_spots
 
 log = logging.getLogger(__name__)
 
@@ -289,33 +290,15 @@ class WidowXScene:
         )
 
     def _place_distractors(self, rng: np.random.Generator, block: np.ndarray, bowl: np.ndarray) -> None:
-        taken = [block[:2], bowl[:2]]
+        n = self.options.distractors
+        spots = table_spots(rng, DISTRACTOR_X, DISTRACTOR_Y, [block[:2], bowl[:2]], n, DISTRACTOR_CLEARANCE,
+                            PLACEMENT_TRIES)
         for i, mocap in enumerate(self._distractors):
-            if i >= self.options.distractors:
-                self.data.mocap_pos[mocap] = (PARKED[0], PARKED[1] - 1 - i, 0.0)
-                continue
-            for _ in range(PLACEMENT_TRIES):
-                xy = np.array([rng.uniform(*DISTRACTOR_X), rng.uniform(*DISTRACTOR_Y)])
-                if all(np.linalg.norm(xy - other) >= DISTRACTOR_CLEARANCE for other in taken):
-                    break
-            else:
-                raise SceneOptionError(f"no free table space for {self.options.distractors} distractors")
-            taken.append(xy)
-            self.data.mocap_pos[mocap] = (xy[0], xy[1], 0.0)
+            self.data.mocap_pos[mocap] = (*spots[i], 0.0) if i < n else (PARKED[0], PARKED[1] - 1 - i, 0.0)
 
     def _shift_camera(self, episode_seed: int) -> None:
         """Move and turn the shoulder camera by the configured magnitudes, direction from the seed."""
-        pos0, quat0 = self._cam_pose0
-        shift = self.options.camera_shift
-        if shift is None:
-            self.model.cam_pos[self._shoulder_cam], self.model.cam_quat[self._shoulder_cam] = pos0, quat0
-            return
-        rng = np.random.default_rng([episode_seed, 0xCA])  # its own stream: object poses stay the same
-        direction = rng.normal(size=3)
-        direction /= np.linalg.norm(direction)
-        axis = rng.normal(size=3)
-        axis /= np.linalg.norm(axis)
-        half = math.radians(shift.angle_deg) / 2
-        turn = np.concatenate([[math.cos(half)], math.sin(half) * axis])
-        self.model.cam_pos[self._shoulder_cam] = pos0 + shift.distance_m * direction
-        self.model.cam_quat[self._shoulder_cam] = _quat_mul(turn, quat0)
+        pos, quat = self._cam_pose0
+        if self.options.camera_shift is not None:
+            pos, quat = shifted_camera_pose(pos, quat, self.options.camera_shift, episode_seed)
+        self.model.cam_pos[self._shoulder_cam], self.model.cam_quat[self._shoulder_cam] = pos, quat

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from frame_checks import mean_pixel_difference as _differs
 
 import sim
 from robot import Rig
@@ -33,10 +34,6 @@ def _rollout(condition: str) -> dict:
 @pytest.fixture(scope="module")
 def rollouts() -> dict[str, dict]:
     return {name: _rollout(name) for name in CONDITIONS}
-
-
-def _differs(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(int) - b.astype(int)).mean())
 
 
 def test_the_benchmark_conditions_are_the_issue_levels():
