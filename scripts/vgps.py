@@ -24,6 +24,9 @@ class Train:
     batch_size: int = 256
     preset: Literal["tiny", "vgps-resnet34"] = "tiny"  # Q network size
     bounds: str = "data"  # critic action bounds: data (q01/q99) or bridge (+-5 cm, +-0.25 rad)
+    # tokenizer: the policy's tokenizer + a learned embedding bag; dataset-embedding: FiLM on the per-step 512-d
+    # language_embedding the dataset carries (Bridge: Universal Sentence Encoder); scoring then needs that vector
+    language: Literal["tokenizer", "dataset-embedding"] = "tokenizer"
     seed: int = 0
     device: str = "cpu"
 
@@ -33,7 +36,8 @@ class Train:
 
         config = TrainConfig(algo=self.algo, reward=self.reward, steps=self.steps, batch_size=self.batch_size,
                              bounds=self.bounds, seed=self.seed, device=self.device)
-        train_from_dataset(self.dataset, self.data_dir, self.out, preset=self.preset, config=config)
+        train_from_dataset(self.dataset, self.data_dir, self.out, preset=self.preset, config=config,
+                           language=self.language)
         print(f"wrote {self.out}")
 
 

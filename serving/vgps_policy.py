@@ -33,6 +33,11 @@ class ValueGuidedModelPolicy:
             raise ServerConfigError(f"--vgps-beta {beta!r} must be >= 0 (0 = argmax of Q)")
         if not temperature > 0:
             raise ServerConfigError(f"--vgps-temperature {temperature!r} must be > 0 to sample K different actions")
+        if getattr(q, "uses_embedding", False):
+            raise ServerConfigError("the Q-function FiLMs on the dataset's language_embedding vector, which requests "
+                                    "cannot carry and no encoder here can compute from the instruction; serve a Q "
+                                    "trained with `vla vgps train --language tokenizer`, or re-rank in-process with "
+                                    "ValueGuidedPolicy(..., language_embedding=)")
         dims = set(inner.metadata()["action_dims"].values())
         if dims != {q.config.action_dim}:
             raise ServerConfigError(f"the Q-function scores {q.config.action_dim}-dim actions but the checkpoint "

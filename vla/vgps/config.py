@@ -21,7 +21,14 @@ class QConfig:
     action_dim: int = 7
     camera: str = "primary"  # the camera role the critic looks at (V-GPS: primary, no proprio)
     norm_groups: int = 8  # GroupNorm groups in the encoder (batch statistics would leak across an RL batch)
+    # "tokenizer": the policy's Llama tokenizer + a learned embedding bag; "dataset-embedding": a linear layer on
+    # the per-step `language_embedding` the dataset carries (Bridge: Universal Sentence Encoder Large, 512-d)
+    text_encoder: Literal["tokenizer", "dataset-embedding"] = "tokenizer"
+    embedding_dim: int = 512  # width of the dataset's language_embedding (dataset-embedding only)
 
+
+TEXT_ENCODERS = ("tokenizer", "dataset-embedding")
+EMBEDDING_KEY = "language_embedding"  # the per-step RLDS feature the dataset-embedding text encoder reads
 
 PRESETS: dict[str, QConfig] = {
     "vgps-resnet34": QConfig(),  # the paper's network: ResNet-34 + FiLM, 256 px, 512-d language

@@ -3,7 +3,8 @@
 Frames come from `vla.data` (standardized episodes, any registry dataset or our own schema).
 Rewards follow V-GPS: the last H steps of a trajectory are positive and terminal, all others
 negative (`last-h`); `success` does the same only for episodes flagged successful and gives
-failed ones no positive reward at all.
+failed ones no positive reward at all. With `language_embedding=True` the per-step 512-d
+`language_embedding` (Bridge: Universal Sentence Encoder) is read too, each distinct vector stored once.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pathlib
 
 import numpy as np
 
-from vla.vgps.config import ActionBounds, NAMED_BOUNDS, TrainConfig
+from vla.vgps.config import EMBEDDING_KEY, ActionBounds, NAMED_BOUNDS, TrainConfig
 from vla.vgps.errors import TrainingDataError, UnknownPresetError
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class Transitions:
     episode: np.ndarray  # int [N] episode index
     step: np.ndarray  # int [N] step within its episode
     successes: tuple[bool | None, ...]  # per episode
+    embeddings: np.ndarray | None = None  # float32 [E, D] distinct language_embedding vectors (if read)
+    embedding: np.ndarray | None = None  # int [N] index into `embeddings`
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
@@ -48,7 +51,12 @@ class Transitions:
         return dataclasses.replace(
             self, obs=self.obs[keep], next_obs=self.next_obs[keep], instruction=self.instruction[keep],
             actions=self.actions[keep], rewards=self.rewards[keep], dones=self.dones[keep],
-            mc_returns=self.mc_returns[keep], episode=self.episode[keep], step=self.step[keep])
+            mc_returns=self.mc_returns[keep], episode=self.episode[keep], step=self.step[keep],
+            embedding=None if self.embedding is None else self.embedding[keep])
+
+    def embeddings_at(self, rows: np.ndarray | slice) -> np.ndarray | None:
+        """The language_embedding [n, D] of the given transitions (None if not read)."""
+        return None if self.embeddings is None else self.embeddings[self.embedding[rows]]
 
 
 def episode_rewards(length: int, success: bool | None, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -109,8 +117,44 @@ def action_bounds(actions: np.ndarray, name: str) -> ActionBounds:
     return ActionBounds(tuple(float(x) for x in lo), tuple(float(x) for x in hi))
 
 
+def episode_embeddings(source, split: str = "train") -> list[np.ndarray]:
+    """Per episode, in file order, the float32 [T, D] `language_embedding` of its steps."""
+    import tensorflow_datasets as tfds
+
+    from vla.data.rlds import step_features
+
+    features = step_features(source.builder)
+    if EMBEDDING_KEY not in features:
+        raise TrainingDataError(
+            f"dataset {source.name!r} has no per-step {EMBEDDING_KEY!r} (its step keys: {sorted(features)}); "
+            "--language dataset-embedding needs the sentence embedding Bridge-style shards carry; use "
+            "--language tokenizer (the default) for this dataset")
+    dtype, shape = features[EMBEDDING_KEY]
+    if len(shape) != 1 or not dtype.startswith("float"):
+        raise TrainingDataError(f"dataset {source.name!r} has {EMBEDDING_KEY!r} as {dtype}{list(shape)}, not a "
+                                "float vector per step; use --language tokenizer")
+    ds = source.builder.as_dataset(split=split, shuffle_files=False, decoders={"steps": tfds.decode.SkipDecoding()})
+    return [np.asarray(v, np.float32) for v in tfds.as_numpy(ds.map(lambda x: x["steps"][EMBEDDING_KEY]))]
+
+
+def _check_text(name: str, ep, texts: list[str], vectors: np.ndarray | None) -> None:
+    """Every step needs language: an instruction, or (embedding mode) a finite non-zero embedding."""
+    if vectors is None:
+        if not all(texts):
+            raise TrainingDataError(f"dataset {name!r} episode {ep.episode_id} has steps without a language "
+                                    "instruction; V-GPS needs one per step (fill language_instruction)")
+        return
+    if len(vectors) != len(ep):
+        raise TrainingDataError(f"dataset {name!r} episode {ep.episode_id} has {len(vectors)} {EMBEDDING_KEY} rows "
+                                f"for {len(ep)} steps; re-write the dataset")
+    if not np.isfinite(vectors).all() or not np.abs(vectors).sum(axis=1).all():
+        raise TrainingDataError(f"dataset {name!r} episode {ep.episode_id} has NaN, inf or all-zero "
+                                f"{EMBEDDING_KEY} vectors (steps without language); drop those episodes or use "
+                                "--language tokenizer")
+
+
 def load_transitions(name: str, data_dir: str | pathlib.Path, config: TrainConfig, *, image_size: int,
-                     camera: str = "primary", split: str = "train") -> Transitions:
+                     camera: str = "primary", split: str = "train", language_embedding: bool = False) -> Transitions:
     """Read dataset `name` through `vla.data`, resize the `camera` frames, and label rewards and returns."""
     import cv2
 
@@ -118,18 +162,20 @@ def load_transitions(name: str, data_dir: str | pathlib.Path, config: TrainConfi
 
     source = open_dataset(name, data_dir)
     flags = episode_success(source, split) if config.reward == "success" else {}
+    vectors = episode_embeddings(source, split) if language_embedding else None
     frames: list[np.ndarray] = []
     instr_index: dict[str, int] = {}
-    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "next", "instr", "act", "rew", "done", "mc", "ep", "t")}
+    vector_index: dict[bytes, int] = {}
+    cols: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "next", "instr", "act", "rew", "done", "mc", "ep", "t",
+                                                         "emb")}
     successes: list[bool | None] = []
     for e, ep in enumerate(iter_episodes(source, split)):
         if camera not in ep.images:
             raise TrainingDataError(f"dataset {name!r} episode {ep.episode_id} has cameras {sorted(ep.images)}, "
                                     f"not {camera!r}; pick another --camera")
         texts = [str(s).strip() for s in ep.instructions]
-        if not all(texts):
-            raise TrainingDataError(f"dataset {name!r} episode {ep.episode_id} has steps without a language "
-                                    "instruction; V-GPS needs one per step (fill language_instruction)")
+        episode_vectors = None if vectors is None else vectors[e]
+        _check_text(name, ep, texts, episode_vectors)
         success = flags.get(ep.episode_id) if flags else None
         if config.reward == "success" and success is None:
             raise TrainingDataError(f"dataset {name!r} episode {ep.episode_id} has no success flag; --reward success "
@@ -150,17 +196,22 @@ def load_transitions(name: str, data_dir: str | pathlib.Path, config: TrainConfi
         cols["mc"].append(mc_returns(rewards, dones, config.gamma))
         cols["ep"].append(np.full(n, e))
         cols["t"].append(steps)
+        if episode_vectors is not None:
+            cols["emb"].append(np.array([vector_index.setdefault(v.tobytes(), len(vector_index))
+                                         for v in episode_vectors]))
         successes.append(success)
     if not successes:
         raise TrainingDataError(f"dataset {name!r} split {split!r} has no episodes")
     if config.reward == "success" and not any(successes):
         raise TrainingDataError(f"dataset {name!r} has no successful episode, so --reward success gives no positive "
                                 "reward anywhere; collect some successes or use --reward last-h")
-    cat = {k: np.concatenate(v) for k, v in cols.items()}
+    cat = {k: np.concatenate(v) for k, v in cols.items() if v}
     logger.info("%s: %d episodes, %d transitions, %d instructions", name, len(successes), len(cat["act"]),
                 len(instr_index))
     return Transitions(
         frames=np.stack(frames), instructions=tuple(instr_index), obs=cat["obs"], next_obs=cat["next"],
         instruction=cat["instr"], actions=cat["act"], rewards=cat["rew"].astype(np.float32),
         dones=cat["done"].astype(np.float32), mc_returns=cat["mc"].astype(np.float32), episode=cat["ep"],
-        step=cat["t"], successes=tuple(successes))
+        step=cat["t"], successes=tuple(successes),
+        embeddings=np.stack([np.frombuffer(b, np.float32) for b in vector_index]) if vectors is not None else None,
+        embedding=cat.get("emb"))

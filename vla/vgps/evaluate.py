@@ -37,7 +37,7 @@ def q_on(q: QFunction, data: Transitions, actions: np.ndarray) -> np.ndarray:
         sl = slice(start, start + SCORE_BATCH)
         images = list(data.frames[data.obs[sl]])
         texts = [data.instructions[i] for i in data.instruction[sl]]
-        out.append(q.score_batch(images, texts, actions[sl]))
+        out.append(q.score_batch(images, texts, actions[sl], language_embeddings=data.embeddings_at(sl)))
     return np.concatenate(out)
 
 
@@ -66,7 +66,8 @@ def score_dataset(q: QFunction, name: str, data_dir: str | pathlib.Path, *, rewa
     info = q.info
     config = TrainConfig(reward=reward or info.get("reward", "last-h"), horizon=info.get("horizon", 3),
                          gamma=info.get("gamma", 0.98))
-    data = load_transitions(name, data_dir, config, image_size=q.config.image_size, camera=q.config.camera)
+    data = load_transitions(name, data_dir, config, image_size=q.config.image_size, camera=q.config.camera,
+                            language_embedding=q.uses_embedding)
     report = score_transitions(q, data, perturb_std=perturb_std, seed=seed)
     logger.info("%s: %s", name, report)
     return report

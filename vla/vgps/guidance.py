@@ -3,6 +3,8 @@
 beta = 0 takes the argmax of Q; beta > 0 samples from softmax(Q / beta), as V-GPS does. The
 policy can be anything that samples: a model with `predict_actions(..., n_samples=K)` or a
 `serving.client.PolicyClient` (asked with `options={"n_samples": K}`, reading `.candidates`).
+A Q-function trained on the dataset's `language_embedding` needs that vector: give it once
+(`language_embedding=`) or per observation in `obs.info["language_embedding"]`.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vla.vgps.config import EMBEDDING_KEY
 from vla.vgps.errors import GuidanceError, MismatchError, SamplingError
 from vla.vgps.qfunction import QFunction
 
@@ -69,6 +72,16 @@ def check_candidates(candidates: Any, k: int, action_dim: int) -> np.ndarray:
     return c
 
 
+def check_policy_action_dim(model: Any, q: QFunction, unnorm_key: str | None) -> None:
+    """Raise MismatchError when a vla.OpenVLA predicts actions of another dim than `q` scores."""
+    from vla.model.normalization import select_stats
+
+    key, stats = select_stats(model.norm_stats, unnorm_key)
+    if stats.dim != q.config.action_dim:
+        raise MismatchError(f"the policy predicts {stats.dim}-dim actions ({key!r}) but the Q-function scores "
+                            f"{q.config.action_dim}-dim ones; use a Q-function trained on this policy's action space")
+
+
 def choose(values: np.ndarray, beta: float, rng: np.random.Generator) -> int:
     """Index of the candidate to execute: argmax (beta 0) or a softmax(Q / beta) draw."""
     if beta == 0:
@@ -79,10 +92,10 @@ def choose(values: np.ndarray, beta: float, rng: np.random.Generator) -> int:
 
 
 def rerank(q: QFunction, images: Any, instruction: str, candidates: Any, beta: float,
-           rng: np.random.Generator) -> GuidedAction:
+           rng: np.random.Generator, language_embedding: Any = None) -> GuidedAction:
     """Score candidates [K, A] with Q and pick one; the step the server and the in-process policy share."""
     c = check_candidates(candidates, len(candidates), q.config.action_dim)
-    values = q.score(images, instruction, c)
+    values = q.score(images, instruction, c, language_embedding=language_embedding)
     index = choose(values, beta, rng)
     return GuidedAction(action=c[index].copy(), candidates=c, values=values, index=index)
 
@@ -92,7 +105,7 @@ class ValueGuidedPolicy:
 
     def __init__(self, policy: Any, q: QFunction, k: int = 10, beta: float = 0.0, *,
                  temperature: float = DEFAULT_TEMPERATURE,
-                 unnorm_key: str | None = None, seed: int = 0) -> None:
+                 unnorm_key: str | None = None, seed: int = 0, language_embedding: Any = None) -> None:
         check_guidance(k, beta)
         if temperature <= 0:
             raise SamplingError(f"temperature must be > 0 to sample K different actions, got {temperature}")
@@ -101,12 +114,29 @@ class ValueGuidedPolicy:
                                 "act(..., options={'n_samples': K}); give a vla.OpenVLA or a PolicyClient")
         self.policy, self.q, self.k, self.beta = policy, q, int(k), float(beta)
         self.temperature, self.unnorm_key = temperature, unnorm_key
+        if language_embedding is not None:  # checked now, not at the first step of an episode
+            q.embedding_tensor(language_embedding, 1)
+        self.language_embedding = language_embedding
         self.rng = np.random.default_rng(seed)
         self.generator = None
         if is_openvla(policy):
             import torch
 
+            check_policy_action_dim(policy, q, unnorm_key)
             self.generator = torch.Generator(device="cpu").manual_seed(seed)
+
+    def embedding_for(self, obs: Any, instruction: str) -> Any:
+        """The language_embedding to score with: the observation's, else the one given at construction."""
+        info = getattr(obs, "info", None)
+        vector = info.get(EMBEDDING_KEY) if isinstance(info, Mapping) else None
+        vector = self.language_embedding if vector is None else vector
+        if self.q.uses_embedding and vector is None:
+            raise GuidanceError(
+                f"this Q-function FiLMs on the dataset's {EMBEDDING_KEY}, which no encoder here can compute for "
+                f"{instruction!r}; pass ValueGuidedPolicy(..., {EMBEDDING_KEY}=<the instruction's vector>) or put "
+                f"it in obs.info[{EMBEDDING_KEY!r}] (for `vla sim eval`/`vla serve`, train Q with --language "
+                "tokenizer)")
+        return vector if self.q.uses_embedding else None
 
     def candidates(self, images: Mapping[str, np.ndarray], instruction: str) -> np.ndarray:
         """K sampled actions [K, A] from the wrapped policy."""
@@ -138,9 +168,11 @@ class ValueGuidedPolicy:
         images = obs.images if hasattr(obs, "images") else obs
         if not isinstance(images, Mapping):
             raise GuidanceError(f"expected an observation with .images by role, got {type(obs).__name__}")
+        embedding = self.embedding_for(obs, instruction)
+        self.q.pick_image(images)  # a camera the critic lacks fails before K samples are drawn
         raw = self.candidates(images, instruction)
         c = check_candidates(raw, self.k, self.q.config.action_dim)
-        return rerank(self.q, images, instruction, c, self.beta, self.rng)
+        return rerank(self.q, images, instruction, c, self.beta, self.rng, embedding)
 
 
 @dataclasses.dataclass(frozen=True)

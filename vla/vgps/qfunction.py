@@ -1,8 +1,10 @@
 """The V-GPS Q-function: Q(image, instruction, action) with FiLM language conditioning and 2 critics.
 
 The encoder sees the primary camera only (no proprio, as in V-GPS). Language is the policy's Llama
-tokenizer feeding a learned embedding bag (no sentence encoder can be downloaded here); its vector
-modulates every encoder stage with FiLM. Actions are normalized with the critic's own bounds, so
+tokenizer feeding a learned embedding bag (no sentence encoder can be downloaded here), or, with
+`text_encoder="dataset-embedding"`, a linear layer on the 512-d `language_embedding` that Bridge
+shards carry per step (then `.score()` must be given that vector); it modulates every encoder
+stage with FiLM. Actions are normalized with the critic's own bounds, so
 candidates from any policy (un-normalized with that policy's statistics) are comparable.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from tokenizers import Tokenizer
 from torch import nn
 
-from vla.vgps.config import ActionBounds, QConfig, get_preset
+from vla.vgps.config import EMBEDDING_KEY, TEXT_ENCODERS, ActionBounds, QConfig, get_preset
 from vla.vgps.errors import MismatchError, QCheckpointError, QInputError, ScoreError
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,8 @@ CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", 
 FORMAT = "vla-vgps-q/1"  # written into config.json; bump when the folder layout changes
 TOKENIZER_ASSET = "assets/llama2-tokenizer/tokenizer.json"  # inside vla.model: the policy's own tokenizer
 TEXT_ENCODER = "llama-tokenizer+embedding-bag"
+DATASET_EMBEDDING = "dataset-embedding"  # QConfig.text_encoder value and the folder's text-encoder kind
+EMBEDDING_SOURCE = "Universal Sentence Encoder Large v5, as the dataset's shards carry it (not computed here)"
 PIXEL_SCALE = 255.0  # uint8 -> [0, 1]
 
 
@@ -115,12 +119,19 @@ class QFunction(nn.Module):
                                    f"action_dim={config.action_dim}; recompute the bounds for this action space")
         if any(h <= l for l, h in zip(bounds.low, bounds.high)):
             raise QCheckpointError(f"action bounds need high > low in every dim; got low={bounds.low} high={bounds.high}")
+        if config.text_encoder not in TEXT_ENCODERS:
+            raise QCheckpointError(f"unknown text_encoder {config.text_encoder!r}; use one of {TEXT_ENCODERS}")
         self.config, self.bounds = config, bounds
         self.info = dict(info or {})  # dataset names, reward, algorithm: what this critic was trained on
-        self.tokenizer_json = tokenizer_json if tokenizer_json is not None else policy_tokenizer_json()
-        self.tokenizer = Tokenizer.from_str(self.tokenizer_json)
-        self.embed = nn.EmbeddingBag(self.tokenizer.get_vocab_size(), config.text_dim, mode="mean",
-                                  sparse=True)  # a batch touches a few dozen of 32k rows: sparse grads
+        self.tokenizer_json: str | None = None
+        self.tokenizer: Tokenizer | None = None
+        if self.uses_embedding:
+            self.text_proj = nn.Linear(config.embedding_dim, config.text_dim)
+        else:
+            self.tokenizer_json = tokenizer_json if tokenizer_json is not None else policy_tokenizer_json()
+            self.tokenizer = Tokenizer.from_str(self.tokenizer_json)
+            self.embed = nn.EmbeddingBag(self.tokenizer.get_vocab_size(), config.text_dim, mode="mean",
+                                         sparse=True)  # a batch touches a few dozen of 32k rows: sparse grads
         self.encoder = Encoder(config)
         self.critics = nn.ModuleList(
             [mlp((self.encoder.out_dim + config.action_dim, *config.hidden, 1)) for _ in range(config.n_critics)])
@@ -140,6 +151,11 @@ class QFunction(nn.Module):
     def device(self) -> torch.device:
         return self.low.device
 
+    @property
+    def uses_embedding(self) -> bool:
+        """Whether language comes in as the dataset's `language_embedding` vector, not as text."""
+        return self.config.text_encoder == DATASET_EMBEDDING
+
     # ---- inputs ---------------------------------------------------------------------------------
     def token_ids(self, instruction: str) -> list[int]:
         """Token ids of one instruction (lower-cased and stripped, as the data varies in both)."""
@@ -158,6 +174,32 @@ class QFunction(nn.Module):
         flat = torch.tensor([i for row in ids for i in row], dtype=torch.long, device=self.device)
         offsets = torch.tensor(np.cumsum([0] + [len(r) for r in ids[:-1]]), dtype=torch.long, device=self.device)
         return self.embed(flat, offsets)
+
+    def embedding_tensor(self, embeddings: Any, batch: int) -> torch.Tensor | None:
+        """Checked language embeddings ([D] or [B, D]) -> float [B, D] on the device; None for a tokenizer Q."""
+        if not self.uses_embedding:
+            if embeddings is not None:
+                raise QInputError(f"this Q-function embeds the instruction text with its tokenizer; it takes no "
+                                  f"{EMBEDDING_KEY} (train with --language dataset-embedding to use one)")
+            return None
+        if embeddings is None:
+            raise QInputError(
+                f"this Q-function FiLMs on the dataset's {self.config.embedding_dim}-d {EMBEDDING_KEY} "
+                f"({EMBEDDING_SOURCE}) and no sentence encoder can be downloaded here to embed an instruction string; pass "
+                f"{EMBEDDING_KEY}=<the vector of that instruction, e.g. from its dataset step>, or train Q with "
+                "--language tokenizer")
+        e = np.asarray(embeddings, dtype=np.float32)
+        e = e[None] if e.ndim == 1 else e
+        if e.shape != (batch, self.config.embedding_dim):
+            raise QInputError(f"{EMBEDDING_KEY} must be [{self.config.embedding_dim}] (or one per observation, "
+                              f"[{batch}, {self.config.embedding_dim}]); got shape {np.shape(embeddings)}")
+        if not np.isfinite(e).all():
+            raise QInputError(f"{EMBEDDING_KEY} contains NaN or inf; check where the vector came from")
+        return torch.from_numpy(e).to(self.device)
+
+    def text_features(self, instructions: Sequence[str], embeddings: torch.Tensor | None) -> torch.Tensor:
+        """[B, text_dim] language for FiLM: projected embeddings [B, D], or the instructions' embedding bag."""
+        return self.text_proj(embeddings) if self.uses_embedding else self.embed_text(instructions)
 
     def resize(self, image: Any) -> np.ndarray:
         """One HxWx3 uint8 image -> image_size x image_size uint8 (area interpolation)."""
@@ -204,25 +246,29 @@ class QFunction(nn.Module):
 
     # ---- scoring --------------------------------------------------------------------------------
     @torch.inference_mode()
-    def score(self, images: Any, instruction: str, actions: Any) -> np.ndarray:
+    def score(self, images: Any, instruction: str | None, actions: Any, *,
+              language_embedding: Any = None) -> np.ndarray:
         """Q [K] of K candidate actions [K, A] (robot units) for one observation (min over critics)."""
         a = np.asarray(actions, dtype=np.float32)
         if a.ndim != 2 or a.shape[0] < 1:
             raise QInputError(f"actions must be [K>=1, {self.config.action_dim}]; got shape {a.shape}")
         if not np.isfinite(a).all():
             raise QInputError("candidate actions contain NaN or inf; check the policy's output")
-        feats = self.features(self.pixels([self.pick_image(images)]), self.embed_text([instruction]))
+        text = self.text_features([instruction], self.embedding_tensor(language_embedding, 1))
+        feats = self.features(self.pixels([self.pick_image(images)]), text)
         q = self.q_values(feats, self.normalize_actions(a)[None]).min(0).values[0]
         return self._checked(q)
 
     @torch.inference_mode()
-    def score_batch(self, images: Sequence[np.ndarray], instructions: Sequence[str], actions: Any) -> np.ndarray:
+    def score_batch(self, images: Sequence[np.ndarray], instructions: Sequence[str], actions: Any, *,
+                    language_embeddings: Any = None) -> np.ndarray:
         """Q [B] of one action per observation: images [B] (HxWx3), instructions [B], actions [B, A]."""
         a = np.asarray(actions, dtype=np.float32)
         if a.ndim != 2 or not len(images) == len(instructions) == a.shape[0]:
             raise QInputError(f"got {len(images)} images, {len(instructions)} instructions and actions {a.shape}; "
                               "give one of each per observation")
-        feats = self.features(self.pixels(images), self.embed_text(instructions))
+        text = self.text_features(instructions, self.embedding_tensor(language_embeddings, len(images)))
+        feats = self.features(self.pixels(images), text)
         return self._checked(self.q_values(feats, self.normalize_actions(a)[:, None]).min(0).values[:, 0])
 
     def _checked(self, q: torch.Tensor) -> np.ndarray:
@@ -233,6 +279,13 @@ class QFunction(nn.Module):
         return out
 
     # ---- folders --------------------------------------------------------------------------------
+    def text_encoder_spec(self) -> dict[str, Any]:
+        """What turns language into the FiLM vector, as config.json records it."""
+        if self.uses_embedding:
+            return {"kind": DATASET_EMBEDDING, "key": EMBEDDING_KEY, "dim": self.config.embedding_dim,
+                    "source": EMBEDDING_SOURCE, "score_needs": EMBEDDING_KEY}
+        return {"kind": TEXT_ENCODER, "tokenizer": TOKENIZER_FILE, "vocab_size": self.tokenizer.get_vocab_size()}
+
     def save_pretrained(self, path: str | pathlib.Path) -> None:
         """Write config.json (config, bounds, text encoder, training info), model.safetensors, tokenizer.json."""
         path = pathlib.Path(path)
@@ -241,22 +294,19 @@ class QFunction(nn.Module):
             "format": FORMAT,
             "q_config": dataclasses.asdict(self.config),
             "action_bounds": {"low": list(self.bounds.low), "high": list(self.bounds.high)},
-            "text_encoder": {"kind": TEXT_ENCODER, "tokenizer": TOKENIZER_FILE,
-                             "vocab_size": self.tokenizer.get_vocab_size()},
+            "text_encoder": self.text_encoder_spec(),
             "info": self.info,
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=1))
-        (path / TOKENIZER_FILE).write_text(self.tokenizer_json, encoding="utf-8")
+        if self.tokenizer_json is not None:
+            (path / TOKENIZER_FILE).write_text(self.tokenizer_json, encoding="utf-8")
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path / WEIGHTS_FILE))
 
     @classmethod
     def from_pretrained(cls, path: str | pathlib.Path, device: str | torch.device = "cpu") -> "QFunction":
         """Load a folder written by `save_pretrained` (strict: every key and shape must match)."""
         path = pathlib.Path(path)
-        missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE) if not (path / f).is_file()]
-        if missing:
-            raise QCheckpointError(f"{path} is not a Q-function folder: {missing} missing; train one with "
-                                   "`vla vgps train --out DIR`")
+        _require_files(path, (CONFIG_FILE, WEIGHTS_FILE))
         try:
             meta = json.loads((path / CONFIG_FILE).read_text())
             if meta.get("format") != FORMAT:
@@ -266,12 +316,18 @@ class QFunction(nn.Module):
             raw = meta["q_config"]
             config = QConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
             bounds = ActionBounds(tuple(meta["action_bounds"]["low"]), tuple(meta["action_bounds"]["high"]))
-            if meta["text_encoder"]["kind"] != TEXT_ENCODER:
-                raise QCheckpointError(f"text encoder {meta['text_encoder']['kind']!r} is not supported "
-                                       f"(this code reads {TEXT_ENCODER!r})")
+            kind = meta["text_encoder"]["kind"]
+            expected = DATASET_EMBEDDING if config.text_encoder == DATASET_EMBEDDING else TEXT_ENCODER
+            if kind != expected:
+                raise QCheckpointError(f"text encoder {kind!r} is not supported with q_config.text_encoder "
+                                       f"{config.text_encoder!r} (this code reads {expected!r}); re-save the folder")
         except (KeyError, TypeError, json.JSONDecodeError) as e:
             raise QCheckpointError(f"{path / CONFIG_FILE} is malformed ({type(e).__name__}: {e}); re-save it") from e
-        q = cls(config, bounds, (path / TOKENIZER_FILE).read_text(encoding="utf-8"), meta.get("info", {}))
+        tokenizer_json = None
+        if kind == TEXT_ENCODER:
+            _require_files(path, (TOKENIZER_FILE,))
+            tokenizer_json = (path / TOKENIZER_FILE).read_text(encoding="utf-8")
+        q = cls(config, bounds, tokenizer_json, meta.get("info", {}))
         tensors, want = load_file(str(path / WEIGHTS_FILE)), q.state_dict()
         extra, lost = tensors.keys() - want.keys(), want.keys() - tensors.keys()
         bad = [k for k in want.keys() & tensors.keys() if want[k].shape != tensors[k].shape]
@@ -280,3 +336,11 @@ class QFunction(nn.Module):
                                    f"extra {sorted(extra)[:3]}, shape mismatch {bad[:3]}")
         q.load_state_dict(tensors, strict=True)
         return q.to(device).eval()
+
+
+def _require_files(path: pathlib.Path, names: Sequence[str]) -> None:
+    """Raise QCheckpointError naming the files of a Q-function folder that `path` lacks."""
+    missing = [f for f in names if not (path / f).is_file()]
+    if missing:
+        raise QCheckpointError(f"{path} is not a Q-function folder: {missing} missing; train one with "
+                               "`vla vgps train --out DIR`")

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vla.vgps.config import ALGOS, REWARDS, ActionBounds, TrainConfig
+from vla.vgps.config import ALGOS, REWARDS, TEXT_ENCODERS, ActionBounds, TrainConfig
 from vla.vgps.data import Transitions, action_bounds, load_transitions
 from vla.vgps.errors import TrainingDataError, UnknownPresetError
 from vla.vgps.qfunction import QFunction, mlp
@@ -67,6 +67,7 @@ class Batch:
     rewards: torch.Tensor
     dones: torch.Tensor
     mc_returns: torch.Tensor
+    embeddings: torch.Tensor | None  # [B, D] language_embedding (dataset-embedding critics only)
 
 
 class Learner:
@@ -78,8 +79,10 @@ class Learner:
         self.q, self.config = q, config
         self.target = copy.deepcopy(q).requires_grad_(False)
         dense = [p for n, p in q.named_parameters() if not n.startswith("embed.")]
+        sparse = [p for n, p in q.named_parameters() if n.startswith("embed.")]
         self.q_opt = torch.optim.Adam(dense, lr=config.lr)
-        self.embed_opt = torch.optim.SparseAdam(list(q.embed.parameters()), lr=config.lr)
+        # a dataset-embedding critic has no embedding bag: its text projection is dense
+        self.embed_opt = torch.optim.SparseAdam(sparse, lr=config.lr) if sparse else None
         dim, feat, hidden = q.config.action_dim, q.encoder.out_dim, q.config.hidden
         dev = q.device
         if config.algo == "iql":
@@ -94,7 +97,7 @@ class Learner:
 
     def step(self, b: Batch) -> dict[str, float]:
         """One gradient step on every part; returns scalar metrics."""
-        text = self.q.embed_text(b.text_ids)
+        text = self.q.text_features(b.text_ids, b.embeddings)
         feats = self.q.features(b.pixels, text)
         q_data = self.q.q_values(feats, b.actions[:, None])[..., 0]  # [C, B]
         metrics = self._iql(b, text, feats, q_data) if self.config.algo == "iql" else self._cql(b, text, feats, q_data)
@@ -106,7 +109,7 @@ class Learner:
     def _cql(self, b: Batch, text: torch.Tensor, feats: torch.Tensor, q_data: torch.Tensor) -> dict[str, float]:
         c, n = self.config, self.config.cql_actions
         with torch.no_grad():  # the actor at s' reads target features: one encoder pass fewer per step
-            target_feats = self.target.features(b.next_pixels, self.target.embed_text(b.text_ids))
+            target_feats = self.target.features(b.next_pixels, self.target.text_features(b.text_ids, b.embeddings))
             next_a, next_logp = self.actor.sample(target_feats, n)
             backup = self.target.q_values(target_feats, next_a).min(0).values.max(-1).values  # max target backup
             y = b.rewards + c.gamma * (1 - b.dones) * backup
@@ -141,7 +144,8 @@ class Learner:
     def _iql(self, b: Batch, text: torch.Tensor, feats: torch.Tensor, q_data: torch.Tensor) -> dict[str, float]:
         c = self.config
         with torch.no_grad():
-            target_q = self.target.q_values(self.target.features(b.pixels, self.target.embed_text(b.text_ids)),
+            target_text = self.target.text_features(b.text_ids, b.embeddings)
+            target_q = self.target.q_values(self.target.features(b.pixels, target_text),
                                             b.actions[:, None]).min(0).values[:, 0]
             next_v = self.value(self.q.features(b.next_pixels, text))[:, 0]
             y = b.rewards + c.gamma * (1 - b.dones) * next_v
@@ -153,11 +157,12 @@ class Learner:
 
     def _critic_step(self, loss: torch.Tensor) -> None:
         # zeroing first also drops what the previous actor loss left in the critic's grads
-        self.q_opt.zero_grad(set_to_none=True)
-        self.embed_opt.zero_grad(set_to_none=True)
+        optimizers = [o for o in (self.q_opt, self.embed_opt) if o is not None]
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
         loss.backward()
-        self.q_opt.step()
-        self.embed_opt.step()
+        for opt in optimizers:
+            opt.step()
 
 
 class Sampler:
@@ -168,6 +173,7 @@ class Sampler:
         self.rng = np.random.default_rng(seed)
         self.frames = torch.from_numpy(data.frames).permute(0, 3, 1, 2).contiguous().to(q.device)
         self.actions = q.normalize_actions(data.actions)
+        self.embeddings = None if data.embeddings is None else torch.from_numpy(data.embeddings).to(q.device)
 
     def sample(self, batch_size: int) -> Batch:
         d = self.data
@@ -179,20 +185,39 @@ class Sampler:
             next_pixels=self.frames[torch.as_tensor(d.next_obs[i])].float() / scale,
             text_ids=[d.instructions[k] for k in d.instruction[i]],
             actions=self.actions[torch.as_tensor(i)], rewards=t(d.rewards), dones=t(d.dones),
-            mc_returns=t(d.mc_returns))
+            mc_returns=t(d.mc_returns),
+            embeddings=None if self.embeddings is None else self.embeddings[torch.as_tensor(d.embedding[i])])
+
+
+def text_overrides(data: Transitions, language: str) -> dict[str, Any]:
+    """QConfig fields for `language` ("tokenizer" or "dataset-embedding"), checked against `data`."""
+    if language not in TEXT_ENCODERS:
+        raise UnknownPresetError(f"no language encoder {language!r}; use one of {TEXT_ENCODERS}")
+    if language == "tokenizer":
+        return {}
+    if data.embeddings is None:
+        raise TrainingDataError("these transitions carry no language_embedding; load them with "
+                                "load_transitions(..., language_embedding=True)")
+    return {"text_encoder": language, "embedding_dim": int(data.embeddings.shape[1])}
 
 
 def train_q(data: Transitions, preset: str, config: TrainConfig, *, bounds: ActionBounds | None = None,
-            info: dict[str, Any] | None = None, progress: bool = False) -> tuple[QFunction, list[dict[str, float]]]:
+            info: dict[str, Any] | None = None, progress: bool = False,
+            language: str = "tokenizer") -> tuple[QFunction, list[dict[str, float]]]:
     """Train a Q-function of `preset` on `data`; returns it (eval mode) and the logged metrics."""
     if config.reward not in REWARDS:
         raise UnknownPresetError(f"no reward {config.reward!r}; use one of {REWARDS}")
+    text = text_overrides(data, language)
+    bad = np.flatnonzero(~np.isfinite(data.actions).all(axis=1))
+    if bad.size:
+        raise TrainingDataError(f"{bad.size} transitions have NaN or inf actions (first: episode "
+                                f"{data.episode[bad[0]]} step {data.step[bad[0]]}); drop or fix those episodes")
     if config.steps < 1 or config.batch_size < 1:
         raise TrainingDataError(f"steps and batch_size must be >= 1; got {config.steps}, {config.batch_size}")
     bounds = bounds or action_bounds(data.actions, config.bounds)
     meta = {"algo": config.algo, "reward": config.reward, "horizon": config.horizon, "gamma": config.gamma,
             "steps": config.steps, **(info or {})}
-    q = QFunction.from_preset(preset, bounds, seed=config.seed, info=meta, action_dim=data.actions.shape[1])
+    q = QFunction.from_preset(preset, bounds, seed=config.seed, info=meta, action_dim=data.actions.shape[1], **text)
     q.to(config.device).train()
     torch.manual_seed(config.seed)
     learner, sampler = Learner(q, config), Sampler(data, q, config.seed)
@@ -219,13 +244,18 @@ def train_q(data: Transitions, preset: str, config: TrainConfig, *, bounds: Acti
 
 
 def train_from_dataset(name: str, data_dir: str | pathlib.Path, out: str | pathlib.Path, *, preset: str = "tiny",
-                       config: TrainConfig = TrainConfig(), progress: bool = True) -> QFunction:
+                       config: TrainConfig = TrainConfig(), progress: bool = True,
+                       language: str = "tokenizer") -> QFunction:
     """`vla vgps train`: read `name`, train Q with `config`, save it to `out`."""
     from vla.vgps.config import get_preset
 
+    if language not in TEXT_ENCODERS:
+        raise UnknownPresetError(f"no language encoder {language!r}; use one of {TEXT_ENCODERS}")
     q_config = get_preset(preset)
-    data = load_transitions(name, data_dir, config, image_size=q_config.image_size, camera=q_config.camera)
-    q, _ = train_q(data, preset, config, info={"datasets": [name], "preset": preset}, progress=progress)
+    data = load_transitions(name, data_dir, config, image_size=q_config.image_size, camera=q_config.camera,
+                            language_embedding=language == "dataset-embedding")
+    q, _ = train_q(data, preset, config, info={"datasets": [name], "preset": preset}, progress=progress,
+                   language=language)
     q.save_pretrained(out)
     logger.info("saved Q-function to %s", out)
     return q

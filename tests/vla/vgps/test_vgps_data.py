@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from vgps_rlds_helpers import write_small
 
 from vla.vgps.config import TrainConfig
 from vla.vgps.data import action_bounds, episode_rewards, load_transitions, mc_returns
@@ -37,26 +38,16 @@ def test_bounds_from_data_keep_constant_dims_unscaled():
         action_bounds(a, "bridg")
 
 
-def _write(root, name, instructions, successes):
-    from vla.data.rlds_writer import Episode, write_rlds
-
-    rng = np.random.default_rng(0)
-    eps = [Episode(images={"primary": rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)},
-                   state=np.zeros((5, 2), np.float32), action=rng.normal(size=(5, 7)).astype(np.float32),
-                   instruction=text, success=ok) for text, ok in zip(instructions, successes)]
-    write_rlds(root, name, eps, image_encoding="png")
-
-
 def test_datasets_that_cannot_be_trained_on_are_refused(tmp_path):
-    _write(tmp_path, "no_text", ["", "lift it"], [True, True])
+    write_small(tmp_path, "no_text", ["", "lift it"], [True, True])
     with pytest.raises(TrainingDataError, match="language instruction"):
         load_transitions("no_text", tmp_path, TrainConfig(), image_size=16)
-    _write(tmp_path, "all_failed", ["lift it", "lift it"], [False, False])
+    write_small(tmp_path, "all_failed", ["lift it", "lift it"], [False, False])
     with pytest.raises(TrainingDataError, match="no successful episode"):
         load_transitions("all_failed", tmp_path, TrainConfig(reward="success"), image_size=16)
     data = load_transitions("all_failed", tmp_path, TrainConfig(), image_size=8)  # last-h ignores the flag
     assert len(data) == 10 and data.frames.shape == (10, 8, 8, 3) and data.rewards.sum() == 6
-    _write(tmp_path, "unknown", ["lift it", "lift it"], [None, True])
+    write_small(tmp_path, "unknown", ["lift it", "lift it"], [None, True])
     with pytest.raises(TrainingDataError, match="no success flag"):
         load_transitions("unknown", tmp_path, TrainConfig(reward="success"), image_size=16)
     with pytest.raises(TrainingDataError, match="camera"):
@@ -68,14 +59,14 @@ def test_cli_trains_and_scores_and_reports_bad_data(tmp_path, capsys):
 
     from scripts.cli import main
 
-    _write(tmp_path, "lift", ["lift it", "lift it"], [True, False])
+    write_small(tmp_path, "lift", ["lift it", "lift it"], [True, False])
     assert main(["vgps", "train", "--dataset", "lift", "--data-dir", str(tmp_path), "--out", str(tmp_path / "q"),
                  "--steps", "3", "--batch-size", "8", "--algo", "iql"]) == 0
     capsys.readouterr()
     assert main(["vgps", "score", str(tmp_path / "q"), "--dataset", "lift", "--data-dir", str(tmp_path)]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["transitions"] == 10 and 0 <= report["ranking_accuracy"] <= 1
-    _write(tmp_path, "failed", ["lift it"], [False])
+    write_small(tmp_path, "failed", ["lift it"], [False])
     assert main(["vgps", "train", "--dataset", "failed", "--data-dir", str(tmp_path), "--out", str(tmp_path / "q2"),
                  "--reward", "success"]) == 1
     assert "no successful episode" in capsys.readouterr().err
