@@ -15,7 +15,7 @@ from vla.train.loop import SUMMARY, summary_line
 
 @dataclasses.dataclass(frozen=True)
 class Finetune:
-    """Fine-tune a policy on an RLDS dataset or mixture; writes a checkpoint folder OpenVLA.from_pretrained loads."""
+    """Fine-tune a policy on an RLDS dataset or mixture (--rth: RT-H motion + action queries); writes a checkpoint folder."""
 
     config: Annotated[FinetuneConfig, tyro.conf.arg(name="")]
     nproc: int = 1  # processes on this machine (torchrun: DDP for LoRA/QLoRA, FSDP for full); 1 = no torchrun

@@ -24,3 +24,11 @@ class MotionQueryError(RTHError, ValueError):
 
 class CorrectionsError(RTHError, ValueError):
     """Correction episodes that do not fit the base checkpoint (other checkpoint, task set, or no motions)."""
+
+
+class MissingMotionsError(CorrectionsError):
+    """RT-H training on a dataset without per-step `language_motion` (not labelled by `vla rth label`)."""
+
+
+class IntervenerError(RTHError, ValueError):
+    """An intervener that cannot run: a name `vla robot run --intervene` does not know, or clashing keys."""

@@ -140,25 +140,36 @@ def encode_samples(processor: Any, samples: Sequence[Sample]) -> dict[str, torch
     return {"input_ids": ids, "attention_mask": mask, "labels": labels, "weights": weights}
 
 
-def weighted_loss(model: Any, pixel_values: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Token cross-entropy, averaged per row then weighted by row (motion-only corrections weigh more).
+def labelled_logits(model: Any, patches: torch.Tensor, batch: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(logits [n, V], target ids [n], row of each [n]) at every labelled position.
 
     The vocabulary head runs only where a label is: the full [B, L, 32000] logits of ~280 positions
     (mostly image patches) would cost far more than the trunk of a small model."""
     dev = model.device
-    embeds, mask, labels = model.merge_image_tokens(
-        batch["input_ids"].to(dev), model.embed_images(pixel_values), batch["attention_mask"].to(dev),
-        batch["labels"].to(dev))
+    embeds, mask, labels = model.merge_image_tokens(batch["input_ids"].to(dev), patches,
+                                                    batch["attention_mask"].to(dev), batch["labels"].to(dev))
     hidden = model.language_model.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
     target = labels[:, 1:]  # position i predicts token i + 1
     rows, cols = torch.nonzero(target != IGNORE_INDEX, as_tuple=True)
-    logits = model.language_model.lm_head(hidden[rows, cols]).float()
-    per_token = torch.nn.functional.cross_entropy(logits, target[rows, cols], reduction="none")
-    n_rows = labels.shape[0]
+    return model.language_model.lm_head(hidden[rows, cols]).float(), target[rows, cols], rows
+
+
+def row_weighted_loss(logits: torch.Tensor, targets: torch.Tensor, rows: torch.Tensor,
+                      weights: torch.Tensor) -> torch.Tensor:
+    """Token cross-entropy averaged per row, then weighted by row (motion-only corrections weigh more)."""
+    per_token = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    n_rows, dev = weights.shape[0], logits.device
     counts = torch.zeros(n_rows, device=dev).index_add_(0, rows, torch.ones_like(per_token))
     per_row = torch.zeros(n_rows, device=dev).index_add_(0, rows, per_token) / counts.clamp(min=1)
-    w = batch["weights"].to(dev)
+    w = weights.to(dev)
     return (per_row * w).sum() / w.sum()
+
+
+def weighted_loss(model: Any, pixel_values: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The RT-H training loss of an encoded batch (`encode_samples`)."""
+    logits, targets, rows = labelled_logits(model, model.embed_images(pixel_values), batch)
+    return row_weighted_loss(logits, targets, rows, batch["weights"])
 
 
 @torch.inference_mode()

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vla.model.normalization import normalize_actions, select_stats
-from vla.rth.errors import CorrectionsError, MotionSpecError
+from vla.rth.errors import CorrectionsError, MissingMotionsError, MotionSpecError
 from vla.rth.label import MOTION_FIELD
 from vla.rth.query import RTHInfo, Sample, encode_samples, require_rth, set_rth_info, weighted_loss
 
@@ -57,10 +57,26 @@ class TrainSettings:
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
             raise MotionSpecError(f"need steps >= 1, batch_size >= 1, lr > 0; got {self.steps}, "
                                   f"{self.batch_size}, {self.lr}")
-        if not 0.0 <= self.mix <= 1.0:
-            raise MotionSpecError(f"--rth-mix {self.mix} must be in [0, 1]")
-        if self.lookahead < 0:
-            raise MotionSpecError(f"--rth-lookahead {self.lookahead} must be >= 0")
+        check_mix_lookahead(self.mix, self.lookahead)
+
+
+def check_mix_lookahead(mix: float, lookahead: int) -> None:
+    """RT-H's batch mix and motion look-ahead, as `vla rth train` and `vla finetune --rth` take them."""
+    if not 0.0 <= mix <= 1.0:
+        raise MotionSpecError(f"--rth-mix {mix} must be in [0, 1]: the share of motion-query samples per batch "
+                              "(RT-H: 0.5 of the robot data)")
+    if lookahead < 0:
+        raise MotionSpecError(f"--rth-lookahead {lookahead} must be >= 0: how many steps ahead the motion query "
+                              "is trained (RT-H: 1; 0 = the same step)")
+
+
+def require_motion_field(name: str, data_dir: str | pathlib.Path, step_features: Any) -> None:
+    """MissingMotionsError, saying how to label the dataset, unless its steps carry `language_motion`."""
+    if MOTION_FIELD not in step_features:
+        raise MissingMotionsError(
+            f"dataset {name!r} in {data_dir} has no per-step {MOTION_FIELD!r}, which RT-H training needs; run "
+            f"`vla rth label {name} --data-dir {data_dir} --out OUT` first, then train on {name}_rth with "
+            "--data-dir OUT (episodes recorded with an RT-H policy carry motions too)")
 
 
 def read_motion_episodes(name: str, data_dir: str | pathlib.Path, role: str = "primary") -> list[MotionEpisode]:
@@ -71,9 +87,7 @@ def read_motion_episodes(name: str, data_dir: str | pathlib.Path, role: str = "p
 
     source = open_dataset(name, data_dir)
     features = source.builder.info.features["steps"].feature
-    if MOTION_FIELD not in features:
-        raise CorrectionsError(f"dataset {name!r} in {data_dir} has no per-step {MOTION_FIELD!r}; label it with "
-                               f"`vla rth label {name}` (or record episodes with an RT-H policy)")
+    require_motion_field(name, data_dir, features)
     if f"image_{role}" not in features["observation"]:
         raise CorrectionsError(f"dataset {name!r} has no {role!r} camera; its images: "
                                f"{sorted(features['observation'])}")
@@ -93,10 +107,15 @@ def read_motion_episodes(name: str, data_dir: str | pathlib.Path, role: str = "p
     return out
 
 
+def motion_ahead(motions: Sequence[str], t: int, lookahead: int) -> str:
+    """The motion query's target at step t: the motion `lookahead` steps on (the last one near the end)."""
+    return motions[min(t + lookahead, len(motions) - 1)]
+
+
 def rth_samples(ep: MotionEpisode, t: int, normalized: np.ndarray, lookahead: int) -> tuple[Sample, Sample]:
     """(motion-query sample, action-query sample) of step t."""
-    ahead = ep.motions[min(t + lookahead, len(ep.motions) - 1)]
-    return Sample(ep.instruction, ahead), Sample(ep.instruction, ep.motions[t], normalized[t])
+    return (Sample(ep.instruction, motion_ahead(ep.motions, t, lookahead)),
+            Sample(ep.instruction, ep.motions[t], normalized[t]))
 
 
 def _frames(episodes: Sequence[MotionEpisode]) -> list[tuple[int, int]]:

@@ -16,6 +16,7 @@ from vla.train.errors import TrainConfigError
 MODES = ("lora", "qlora", "full")
 SCHEDULES = ("constant", "cosine", "linear")
 PRECISIONS = ("auto", "bf16", "fp32")
+RTH_MIX, RTH_LOOKAHEAD = 0.5, 1  # RT-H's recipe: half motion queries, the motion one step ahead
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +75,11 @@ class FinetuneConfig:
     images: str | None = None
     vib: str | None = None  # roles (of --images) whose tokens pass a variational information bottleneck
     vib_beta: float = 0.0  # weight of the bottleneck's KL term (tune on in-distribution validation data)
+    # RT-H (vla/rth): one model trained on the motion query and the motion-conditioned action query; the
+    # dataset must carry per-step language_motion (a <name>_rth set written by `vla rth label`)
+    rth: bool = False
+    rth_mix: float = RTH_MIX  # with --rth: share of motion-query samples per batch, in [0, 1]
+    rth_lookahead: int = RTH_LOOKAHEAD  # with --rth: the motion query learns the motion this many steps ahead (0: same step)
     split: str = "train"
     heldout_fraction: float = 0.1  # share of episodes kept out of training for held-out metrics (0: none)
     eval_every: int = 100  # held-out accuracy/L1 every N steps (and at the end)
@@ -129,8 +135,26 @@ class FinetuneConfig:
         if self.image_aug and self.mode != "full" and not self.merge:
             raise TrainConfigError("--image-aug makes the checkpoint evaluate on a centre crop, a setting of the "
                                    "model config that adapter files do not carry; add --merge (or use --mode full)")
+        self._check_rth()
         if self.merge and self.mode == "full":
             raise TrainConfigError("--merge applies to LoRA adapters; --mode full already writes plain weights")
+
+    def _check_rth(self) -> None:
+        if not self.rth:
+            if (self.rth_mix, self.rth_lookahead) != (RTH_MIX, RTH_LOOKAHEAD):
+                raise TrainConfigError(f"--rth-mix {self.rth_mix} / --rth-lookahead {self.rth_lookahead} set the "
+                                       "RT-H queries; add --rth (on a dataset labelled by `vla rth label`)")
+            return
+        from vla.rth.errors import MotionSpecError
+        from vla.rth.train import check_mix_lookahead
+
+        try:
+            check_mix_lookahead(self.rth_mix, self.rth_lookahead)
+        except MotionSpecError as e:
+            raise TrainConfigError(str(e)) from e
+        if self.mode != "full" and not self.merge:
+            raise TrainConfigError("--rth records the motion vocabulary in the checkpoint's config.json, which "
+                                   "adapter files do not carry; add --merge (or use --mode full)")
 
     def cameras(self) -> tuple[tuple[str, ...], tuple[str, ...], float]:
         """(image roles, VIB roles, beta) from --images / --vib / --vib-beta (or --image-role alone)."""
@@ -171,6 +195,8 @@ class FinetuneConfig:
         """The settings a resumed run must share with the run it continues."""
         keep = ("base", "dataset", "mixture", "mode", "max_steps", "batch_size", "grad_accum", "lora", "optim",
                 "freeze_vision", "precision", "seed", "image_role", "image_aug", "split", "heldout_fraction", "images", "vib", "vib_beta")
+        if self.rth:  # absent for flat runs, so runs recorded before --rth existed still resume
+            keep += ("rth", "rth_mix", "rth_lookahead")
         d = self.to_json()
         return {k: d[k] for k in keep}
 

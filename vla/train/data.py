@@ -37,13 +37,19 @@ class Frames:
     instructions: np.ndarray  # object [N] of str
     actions: np.ndarray  # float32 [N, A], normalized with their dataset's statistics
     weights: np.ndarray  # float64 [N], sampling weight of each frame (its dataset's mixture weight)
+    # --rth: object [N, 2] of str, the step's motion and the motion query's target (vla.rth.finetune)
+    motions: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])
 
     def take(self, idx: np.ndarray) -> "Frames":
         """The frames at `idx`, in that order."""
-        return Frames(self.images[idx], self.instructions[idx], self.actions[idx], self.weights[idx])
+        return Frames(*(None if v is None else v[idx] for v in _columns(self)))
+
+
+def _columns(frames: Frames) -> list[np.ndarray | None]:
+    return [getattr(frames, f.name) for f in dataclasses.fields(Frames)]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +63,8 @@ class TrainData:
     episodes: dict[str, tuple[int, int]]  # dataset -> (training episodes, held-out episodes)
 
 
-def _frames(episodes: list, roles: tuple[str, ...], stats: dict, weight: float, name: str) -> Frames:
+def _frames(episodes: list, roles: tuple[str, ...], stats: dict, weight: float, name: str,
+            motions: list[np.ndarray] | None) -> Frames:
     missing = sorted({r for ep in episodes for r in roles if r not in ep.images})
     if missing:
         have = sorted(episodes[0].images)
@@ -70,16 +77,26 @@ def _frames(episodes: list, roles: tuple[str, ...], stats: dict, weight: float, 
         actions = normalize_actions(np.concatenate([ep.action for ep in episodes]), stats["action"]).astype(np.float32)
     except ModelStatisticsError as e:
         raise MissingStatisticsError(f"statistics of dataset {name!r} do not fit its actions: {e}") from e
-    return Frames(images, instructions, actions, np.full(len(actions), weight))
+    return Frames(images, instructions, actions, np.full(len(actions), weight),
+                  None if motions is None else np.concatenate(motions))
 
 
 def _concat(parts: list[Frames]) -> Frames:
-    return Frames(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Frames)))
+    columns = zip(*(_columns(p) for p in parts))
+    return Frames(*(None if column[0] is None else np.concatenate(column) for column in columns))
+
+
+def _pick(items: list | None, idx: np.ndarray) -> list | None:
+    return None if items is None else [items[i] for i in idx]
 
 
 def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: str, role: str | tuple[str, ...],
-                    heldout_fraction: float, seed: int, mixtures_file: pathlib.Path = MIXTURES_PATH) -> TrainData:
-    """Read every episode of the dataset (or each mixture member), split off held-out episodes."""
+                    heldout_fraction: float, seed: int, mixtures_file: pathlib.Path = MIXTURES_PATH,
+                    motion_lookahead: int | None = None) -> TrainData:
+    """Read every episode of the dataset (or each mixture member), split off held-out episodes.
+
+    motion_lookahead: RT-H (--rth); each frame also carries its `language_motion` and the motion this
+    many steps on (the datasets must be labelled by `vla rth label`)."""
     roles = (role,) if isinstance(role, str) else tuple(role)  # several: the model's --images, in order
     mixture = resolve_mixture(dataset_or_mixture, load_mixtures(mixtures_file))
     train_parts, heldout_parts, norm_stats, counts, dims = [], [], {}, {}, {}
@@ -94,19 +111,25 @@ def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: s
                    f"run `vla data stats {name} --data-dir {data_dir}`")
             raise MissingStatisticsError(f"dataset {name!r} in {data_dir} has no usable statistics ({e}); {fix}") from e
         episodes = list(iter_episodes(source, split))
+        motions = None
+        if motion_lookahead is not None:
+            from vla.rth.finetune import read_motion_pairs
+
+            motions = read_motion_pairs(source, data_dir, split, [len(ep) for ep in episodes], motion_lookahead)
         n_held = int(np.ceil(heldout_fraction * len(episodes))) if heldout_fraction > 0 else 0
         if len(episodes) - n_held < 1:
             raise IncompatibleDataError(
                 f"dataset {name!r} has {len(episodes)} episode(s); holding out {n_held} leaves none to train on. "
                 "Record more episodes or pass --heldout-fraction 0")
         order = np.random.default_rng(seed).permutation(len(episodes))
-        held, kept = [episodes[i] for i in order[len(order) - n_held:]], [episodes[i] for i in order[:len(order) - n_held]]
-        train_parts.append(_frames(kept, roles, stats, weight, name))
-        if held:
-            heldout_parts.append(_frames(held, roles, stats, weight, name))
-        norm_stats[name], counts[name], dims[name] = stats, (len(kept), len(held)), train_parts[-1].actions.shape[1]
-        log.info("dataset %s: %d training episodes (%d frames), %d held out", name, len(kept),
-                 len(train_parts[-1]), len(held))
+        held_idx, kept_idx = order[len(order) - n_held:], order[:len(order) - n_held]
+        train_parts.append(_frames(_pick(episodes, kept_idx), roles, stats, weight, name, _pick(motions, kept_idx)))
+        if n_held:
+            heldout_parts.append(_frames(_pick(episodes, held_idx), roles, stats, weight, name,
+                                         _pick(motions, held_idx)))
+        norm_stats[name], counts[name], dims[name] = stats, (len(kept_idx), n_held), train_parts[-1].actions.shape[1]
+        log.info("dataset %s: %d training episodes (%d frames), %d held out", name, len(kept_idx),
+                 len(train_parts[-1]), n_held)
     if len(set(dims.values())) != 1:
         raise IncompatibleDataError(f"mixture {dataset_or_mixture!r} mixes action sizes {dims}; one model "
                                     "decodes one action size, so train on datasets of one action space")
@@ -138,17 +161,32 @@ class SampleOrder:
 
     def micro_batches(self, step: int, rank: int, world_size: int, grad_accum: int) -> list[np.ndarray]:
         """This rank's micro-batches of step `step`: its contiguous slice, split into grad_accum parts."""
-        mine = np.array_split(self.global_batch(step), world_size)[rank]
-        return np.array_split(mine, grad_accum)
+        return _split(self.global_batch(step), rank, world_size, grad_accum)
+
+    def micro_positions(self, rank: int, world_size: int, grad_accum: int) -> list[np.ndarray]:
+        """Positions in the global batch of this rank's micro-batches (the same split as `micro_batches`)."""
+        return _split(np.arange(self.batch_size), rank, world_size, grad_accum)
 
 
-def collate(processor: Any, frames: Frames, augment: AugmentSeed | None = None) -> dict[str, torch.Tensor]:
+def _split(batch: np.ndarray, rank: int, world_size: int, grad_accum: int) -> list[np.ndarray]:
+    return np.array_split(np.array_split(batch, world_size)[rank], grad_accum)
+
+
+def collate(processor: Any, frames: Frames, augment: AugmentSeed | None = None,
+            motion_rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
     """Decode images and build the model's training inputs (pixel_values, ids, mask, labels).
 
     augment: when given, each image gets OpenVLA's training augmentation, drawn from a generator seeded
     by (seed, step, frame index, role) so that a resumed run and any number of ranks see the same pixels.
+    motion_rows: frames with motions (--rth) become RT-H rows, motion queries where True (None: all
+    action queries given the step's motion).
     """
-    batch = processor.encode_training(list(frames.instructions), frames.actions)
+    if frames.motions is None:
+        batch = processor.encode_training(list(frames.instructions), frames.actions)
+    else:
+        from vla.rth.finetune import rth_batch
+
+        batch = rth_batch(processor, frames.instructions, frames.motions, frames.actions, motion_rows)
     columns = []
     for r, column in enumerate(frames.images.T):
         images = [decode_image(bytes(b)) for b in column]

@@ -161,12 +161,13 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
     micro = config.micro_batch(ctx.world_size)
     data: TrainData = load_train_data(config.datasets_arg, config.data_dir, split=config.split,
                                       role=config.cameras()[0], heldout_fraction=config.heldout_fraction,
-                                      seed=config.seed, mixtures_file=config.mixtures_file)
+                                      seed=config.seed, mixtures_file=config.mixtures_file,
+                                      motion_lookahead=config.rth_lookahead if config.rth else None)
     torch.manual_seed(config.seed)  # LoRA init: identical on every rank
     model = load_base(config, ctx.device)
     check_action_dim(model, data.action_dim, config.allow_new_action_dim)
     set_trainable(model, config)
-    module = ActionLoss(model).to(ctx.device).train()
+    module = _loss_module(config, model).to(ctx.device).train()
     wrapped = wrap(module, config.mode, ctx)
     params = [p for p in wrapped.parameters() if p.requires_grad]
     o = config.optim
@@ -179,6 +180,7 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
         raise ResumeError(f"the last checkpoint in {out} is at step {start}, past --stop-at-step {stop}")
 
     order = SampleOrder(data.train.weights, config.seed, config.batch_size)
+    motion_rows = _motion_rows(config)
     amp = autocast(config.precision, ctx.device)
     evals = [Evaluator(data.train, config.eval_samples, config.seed, ctx, micro, "train_eval")]
     if data.heldout is not None:
@@ -191,12 +193,14 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
         for step in range(start, stop):
             t0 = time.perf_counter()
             parts = order.micro_batches(step, ctx.rank, ctx.world_size, config.grad_accum)
+            positions = order.micro_positions(ctx.rank, ctx.world_size, config.grad_accum)
             train = ActionMetrics(0.0, 0, 0.0, 0)
             with oom_advice(config, micro):
                 for i, idx in enumerate(parts):
                     aug = (AugmentSeed(config.seed, step, tuple(int(i) for i in idx), model.config.image_sizes[0])
                            if config.image_aug else None)
-                    batch = collate(model.processor, data.train.take(idx), aug)
+                    batch = collate(model.processor, data.train.take(idx), aug,
+                                    None if motion_rows is None else motion_rows[positions[i]])
                     with no_grad_sync(wrapped, skip=i < len(parts) - 1):
                         with amp:
                             loss, logits, targets = wrapped(**batch)
@@ -267,6 +271,24 @@ def summary_line(s: dict[str, Any]) -> str:
             f"{held} -> {s['output']}")
 
 
+def _loss_module(config: FinetuneConfig, model) -> ActionLoss:
+    """Action tokens only, or (--rth) both RT-H queries' answers."""
+    if not config.rth:
+        return ActionLoss(model)
+    from vla.rth.finetune import RTHLoss
+
+    return RTHLoss(model)
+
+
+def _motion_rows(config: FinetuneConfig) -> np.ndarray | None:
+    """--rth: which positions of every global batch are motion queries."""
+    if not config.rth:
+        return None
+    from vla.rth.finetune import motion_query_rows
+
+    return motion_query_rows(config.batch_size, config.rth_mix)
+
+
 def _gather_model(config: FinetuneConfig, wrapped: torch.nn.Module, module: ActionLoss, ctx: DistContext):
     """The trained OpenVLA, whole, on rank 0 (FSDP shards are gathered into a fresh unsharded copy)."""
     if not (ctx.distributed and config.mode == "full"):
@@ -285,6 +307,10 @@ def _write_final(out: pathlib.Path, config: FinetuneConfig, model, data: TrainDa
     tmp = out / FINAL_TMP
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    if config.rth:  # the `rth` table of config.json: what makes it an RT-H checkpoint
+        from vla.rth.finetune import mark_rth
+
+        mark_rth(model, data.train.motions, data.train.instructions, config.rth_lookahead, config.rth_mix)
     write_output(tmp, config, model, data.norm_stats)
     for entry in sorted(tmp.iterdir(), key=lambda p: p.name == "config.json"):  # config.json last
         target = out / entry.name

@@ -103,8 +103,9 @@ def write_output(out: pathlib.Path, config: FinetuneConfig, model: OpenVLA, norm
         _write_adapter(out, config, model, stats)
         return
     if config.mode == "qlora":  # 4-bit weights cannot absorb an adapter: merge into the full-precision base
-        trained = lora_state(model)
+        trained, extra = lora_state(model), model.config.extra
         model = load_base(dataclasses.replace(config, mode="lora"), torch.device("cpu"))
+        model.config = dataclasses.replace(model.config, extra=extra)  # what training recorded (RT-H's table)
         set_trainable(model, dataclasses.replace(config, mode="lora"))
         result = model.load_state_dict(trained, strict=False)  # the base's own weights are not in `trained`
         if result.unexpected_keys or set(trained) != set(lora_state(model)):

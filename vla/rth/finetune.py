@@ -1,0 +1,96 @@
+"""`vla finetune --rth`: RT-H's two queries through the normal fine-tuning loop (vla/train).
+
+The loop stays one engine. With --rth it asks this module for three things: the per-step motions of
+each training episode (from a `vla rth label` dataset), the RT-H rows of a micro-batch (motion
+queries where `motion_query_rows` says, action queries given the step's motion elsewhere), and a
+loss module that trains every answer token of both queries. Held-out evaluation runs the action
+query with the ground-truth motion, so its accuracy and L1 compare with a flat run's.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vla.rth.errors import MissingMotionsError
+from vla.rth.label import MOTION_FIELD
+from vla.rth.query import RTHInfo, Sample, encode_samples, labelled_logits, row_weighted_loss, set_rth_info
+from vla.rth.train import motion_ahead, require_motion_field
+from vla.train.step import ActionLoss, ActionMetrics
+
+NOW, AHEAD = 0, 1  # columns of the motion pairs: the step's motion, the motion query's target
+
+
+def read_motion_pairs(source: Any, data_dir: Any, split: str, lengths: Sequence[int],
+                      lookahead: int) -> list[np.ndarray]:
+    """Per episode (in `iter_episodes` order), object [T, 2]: (the step's motion, the motion `lookahead` on)."""
+    import tensorflow_datasets as tfds
+
+    require_motion_field(source.name, data_dir, source.builder.info.features["steps"].feature)
+    ds = source.builder.as_dataset(split=split, shuffle_files=False, decoders={"steps": tfds.decode.SkipDecoding()})
+    ds = ds.map(lambda ep: ep["steps"][MOTION_FIELD])  # the same file order as iter_episodes reads
+    out = []
+    for i, raw in enumerate(tfds.as_numpy(ds)):
+        motions = [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
+        if i >= len(lengths) or len(motions) != lengths[i]:
+            raise MissingMotionsError(f"dataset {source.name!r}: episode {i} has {len(motions)} motions but "
+                                      f"{lengths[i] if i < len(lengths) else 'no'} steps; relabel it with "
+                                      f"`vla rth label`")
+        out.append(np.array([(m, motion_ahead(motions, t, lookahead)) for t, m in enumerate(motions)],
+                            dtype=object).reshape(len(motions), 2))
+    if len(out) != len(lengths):
+        raise MissingMotionsError(f"dataset {source.name!r}: {len(out)} episodes carry motions of "
+                                  f"{len(lengths)}; relabel it with `vla rth label`")
+    return out
+
+
+def motion_query_rows(batch_size: int, mix: float) -> np.ndarray:
+    """bool [batch_size]: round(mix * batch_size) motion-query rows, spread evenly over the batch.
+
+    A function of the batch position alone, so every micro-batch and rank gets its share and a
+    resumed run reads the same rows."""
+    p = np.arange(batch_size)
+    return np.floor((p + 1) * mix + 0.5) > np.floor(p * mix + 0.5)
+
+
+def rth_batch(processor: Any, instructions: Sequence[str], motions: np.ndarray, actions: np.ndarray,
+              motion_rows: np.ndarray | None) -> dict[str, torch.Tensor]:
+    """Ids, mask, labels and weights of RT-H rows (`motion_rows` None: every row an action query)."""
+    rows = np.zeros(len(instructions), bool) if motion_rows is None else motion_rows
+    samples = [Sample(str(task), pair[AHEAD]) if query else Sample(str(task), pair[NOW], action)
+               for task, pair, action, query in zip(instructions, motions, actions, rows)]
+    return encode_samples(processor, samples)
+
+
+class RTHLoss(ActionLoss):
+    """Both queries' answer tokens, each row averaged then weighted; metrics on the action tokens."""
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                labels: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, logits [n, vocab] and target ids [n] of the action tokens)."""
+        vla = self.vla
+        patches, kl = vla.embed_images_with_kl(pixel_values)  # kl: 0 without a bottleneck
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        logits, targets, rows = labelled_logits(vla, patches, batch)
+        loss = row_weighted_loss(logits, targets, rows, weights)
+        if vla.config.vib_roles:
+            self.last_kl = float(kl.detach())
+            loss = loss + vla.config.vib_beta * kl
+        action = (targets >= self.first_id) & (targets <= self.last_id)
+        return loss, logits[action], targets[action]
+
+    @torch.no_grad()
+    def metrics(self, loss: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> ActionMetrics:
+        """Action-token metrics (none in an all-motion batch); the loss reported is the action tokens'."""
+        if targets.numel() == 0:
+            return ActionMetrics(0.0, 0, 0.0, 0)
+        return super().metrics(F.cross_entropy(logits, targets), logits, targets)
+
+
+def mark_rth(model: Any, motions: np.ndarray, instructions: np.ndarray, lookahead: int, mix: float) -> None:
+    """Record the run's motion vocabulary and tasks in the model's config (the `rth` table)."""
+    set_rth_info(model, RTHInfo.new([str(m) for m in motions[:, NOW]], [str(t) for t in instructions],
+                                    lookahead, mix))
