@@ -68,6 +68,7 @@ class RunOptions:
     dataset_name: str = "robot_rollouts"  # dataset = <name>_<UTC time>, one per run
     park_at_end: bool = True  # rest the arm after a normal end (never after an e-stop)
     estop_keys: str = " qe"  # keys that stop the arm (space, q, e)
+    intervene: str | None = None  # RT-H: who may override the served motion each step ("keyboard")
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
@@ -79,6 +80,9 @@ class RunOptions:
                               "starting with a letter (it names an RLDS dataset)")
         if not self.estop_keys:
             raise ConfigError("estop_keys is empty: give at least one key that stops the arm")
+        if self.intervene is not None and self.record_dir is None:
+            raise ConfigError(f"--intervene {self.intervene} records the corrected episode (for `vla rth "
+                              "learn-corrections`); pass --record-dir DIR")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,13 +148,18 @@ class Watchdog:
         self._thread.join(timeout=1.0)
 
 
+def key_source(stream: IO | None) -> IO | None:
+    """The stream keys are read from: `stream`, else the terminal (None when there is none)."""
+    return stream if stream is not None else (sys.stdin if sys.stdin and sys.stdin.isatty() else None)
+
+
 class KeyboardEStop:
     """Calls `trigger` when one of `keys` is read from `stream` (the terminal by default)."""
 
-    def __init__(self, trigger, keys: str, stream: IO | None = None):
-        self._trigger, self._keys = trigger, keys.encode()
+    def __init__(self, trigger, keys: str, stream: IO | None = None, on_other=None):
+        self._trigger, self._keys, self._on_other = trigger, keys.encode(), on_other  # on_other(str): other keys
         self._stop = threading.Event()
-        self._stream = stream if stream is not None else (sys.stdin if sys.stdin and sys.stdin.isatty() else None)
+        self._stream = key_source(stream)
         self._saved = None
         if self._stream is None:
             log.warning("no terminal: the keyboard e-stop is off (Ctrl-C still stops the arm)")
@@ -176,6 +185,8 @@ class KeyboardEStop:
         if any(k in self._keys for k in data):
             self._trigger("key")
             return True
+        if data and self._on_other is not None:
+            self._on_other(data.decode(errors="replace"))
         return not data
 
     def _listen(self, fd: int) -> None:
@@ -298,7 +309,8 @@ def _p50_ms(values) -> float:
     return float(np.median(values) * 1e3) if len(values) else float("nan")
 
 
-def write_recording(guarded: GuardedRobot, options: RunOptions, reason: str) -> pathlib.Path | None:
+def write_recording(guarded: GuardedRobot, options: RunOptions, reason: str,
+                    intervention=None) -> pathlib.Path | None:
     """Write the recorded steps as one RLDS episode; None when nothing was sent."""
     if options.record_dir is None:
         return None
@@ -308,13 +320,16 @@ def write_recording(guarded: GuardedRobot, options: RunOptions, reason: str) -> 
     from vla.data.rlds_writer import Episode, write_rlds
 
     roles = guarded.record[0][0].keys()
+    extras, rth_meta = intervention.record(len(guarded.record)) if intervention is not None else ({}, {})
     episode = Episode(
         images={role: np.stack([step[0][role] for step in guarded.record]) for role in roles},
         state=np.stack([step[1] for step in guarded.record]),
         action=np.stack([step[2] for step in guarded.record]),
         instruction=options.instruction,
         success=None,  # a real rollout's success is for a person to label
-        metadata={"robot": guarded.spec.name, "end_reason": reason, "control_hz": float(guarded.spec.control_hz)},
+        extras=extras,  # --intervene: per-step motion and motion_source
+        metadata={"robot": guarded.spec.name, "end_reason": reason, "control_hz": float(guarded.spec.control_hz),
+                  **rth_meta},
     )
     name = f"{options.dataset_name}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime())}"
     path = write_rlds(options.record_dir, name, [episode], description=f"real {guarded.spec.name} rollout")
@@ -323,12 +338,28 @@ def write_recording(guarded: GuardedRobot, options: RunOptions, reason: str) -> 
 
 
 def run_on_robot(robot: HoldableRobot, policy, options: RunOptions, key_stream: IO | None = None) -> RunReport:
-    """Run one episode of `policy` on a connected `robot` with watchdog, e-stop and recording."""
+    """Run one episode of `policy` on a connected `robot` with watchdog, e-stop and recording.
+
+    With `options.intervene`, `policy` must be a client of an RT-H server: keys typed at the terminal
+    (other than the e-stop keys) override its motion, and the recording keeps motion and motion_source."""
+    intervention = None
+    if options.intervene is not None:  # checked before anything moves
+        from vla.rth.errors import RTHError  # torch comes with vla: only runs that intervene load it
+        from vla.rth.intervene import robot_intervention
+
+        try:
+            intervention = robot_intervention(options.intervene, policy, options.unnorm_key, options.estop_keys)
+        except RTHError as e:
+            raise ConfigError(str(e)) from e
+        if key_source(key_stream) is None:
+            raise ConfigError(f"--intervene {options.intervene} reads keys from a terminal, and this run has none")
+        policy = intervention.policy
     period = 1.0 / robot.spec.control_hz
     deadline = options.watchdog_periods * period
     rig = resolve_rig(options.rig, robot.spec)
     guarded = GuardedRobot(robot, rig, deadline)
-    keys = KeyboardEStop(guarded.estop, options.estop_keys, key_stream)
+    keys = KeyboardEStop(guarded.estop, options.estop_keys, key_stream,
+                         intervention.on_keys if intervention is not None else None)
     restore_sigint = _install_sigint_estop(guarded)
     result: EpisodeResult | None = None
     robot_error: str | None = None
@@ -375,7 +406,7 @@ def run_on_robot(robot: HoldableRobot, policy, options: RunOptions, key_stream: 
         loop_period_ms_p50=_p50_ms(periods), overruns=result.overruns if result else 0,
         safety_clamps=result.safety_clamps if result else 0,
         watchdog_fired=guarded.watchdog.fired, estopped=guarded.estop_reason is not None,
-        dataset=write_recording(guarded, options, reason))
+        dataset=write_recording(guarded, options, reason, intervention))
     log.info("%s", report.summary())
     return report
 

@@ -36,11 +36,15 @@ class Run:
     record_dir: pathlib.Path | None = None  # write the episode as RLDS under this folder
     dataset_name: str = "robot_rollouts"
     park: bool = True  # rest the arm after a normal end (never after an e-stop)
+    # RT-H server only: "keyboard" lets you type the motion during the run (hotkeys w s a d r f j l c o x act at
+    # once; "/any motion phrase" + Enter; Enter alone gives the motion back to the policy); needs --record-dir,
+    # where the episode is written with per-step motion_source for `vla rth learn-corrections`
+    intervene: str | None = None
 
     def run(self) -> int:
         options = RunOptions(instruction=self.instruction, rig=self.rig, max_steps=self.max_steps,
                              unnorm_key=self.unnorm_key, record_dir=self.record_dir,
-                             dataset_name=self.dataset_name, park_at_end=self.park)
+                             dataset_name=self.dataset_name, park_at_end=self.park, intervene=self.intervene)
         code, text = robot_run(self.robot, self.server, options, cameras=self.camera, control_hz=self.control_hz,
                                port=self.port, baud=self.baud, timeout_margin_ms=self.timeout_margin_ms,
                                host=self.host, realtime=self.realtime)

@@ -8,6 +8,7 @@ intervener whether to override the predicted motion, and keeps what it did per s
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import select
 import sys
@@ -16,6 +17,7 @@ from typing import Any, Protocol, TextIO
 
 import numpy as np
 
+from vla.rth.errors import MotionQueryError, IntervenerError
 from vla.rth.motions import STOP, MotionSpec, check_motion, label_motions, motion_axes
 from vla.rth.train import CHECKPOINT_FIELD, OVERRIDE, POLICY, SOURCE_FIELD
 
@@ -61,22 +63,23 @@ class RTHPolicy:
         if self.intervener is not None:
             self.intervener.reset()
 
-    def _predict(self, obs: Any, instruction: str, motion: str | None) -> tuple[np.ndarray, str]:
+    def _predict(self, obs: Any, instruction: str, motion: str | None, key: str | None) -> tuple[np.ndarray, str]:
         if self.client is not None:
-            reply = self.client.act(obs, instruction, unnorm_key=self.unnorm_key,
+            reply = self.client.act(obs, instruction, unnorm_key=key,
                                     options={"motion": motion} if motion is not None else None)
             return np.asarray(reply.action), reply.motion
         from vla.rth.query import predict_action
 
-        return predict_action(self.model, obs.images[self.camera], instruction, motion, self.unnorm_key)
+        return predict_action(self.model, obs.images[self.camera], instruction, motion, key)
 
-    def act(self, obs: Any, instruction: str) -> StepOutput:
+    def act(self, obs: Any, instruction: str, unnorm_key: str | None = None) -> StepOutput:
         """One step; the override (if any) replaces the motion and the action query is re-run with it."""
-        action, motion = self._predict(obs, instruction, None)
+        key = unnorm_key if unnorm_key is not None else self.unnorm_key
+        action, motion = self._predict(obs, instruction, None, key)
         source = POLICY
         override = self.intervener.correct(obs, instruction, motion) if self.intervener is not None else None
         if override is not None and override.strip().lower() != motion.strip().lower():
-            action, motion = self._predict(obs, instruction, check_motion(override))
+            action, motion = self._predict(obs, instruction, check_motion(override), key)
             source = OVERRIDE
         self.motions.append(motion)
         self.sources.append(source)
@@ -129,23 +132,28 @@ class OracleIntervener:
         return None
 
 
-# hotkey -> motion, for a person at a terminal (one key then Enter; or a typed motion then Enter)
+# hotkey -> motion, for a person at a terminal. Not q, e or space: `vla robot run` stops the arm on those
 HOTKEYS: Mapping[str, str] = {
     "w": "move arm forward", "s": "move arm backward", "a": "move arm left", "d": "move arm right",
-    "r": "move arm up", "f": "move arm down", "q": "rotate arm left", "e": "rotate arm right",
+    "r": "move arm up", "f": "move arm down", "j": "rotate arm left", "l": "rotate arm right",
     "c": "close gripper", "o": "open gripper", "x": STOP,
 }
+PHRASE = "/"  # starts a typed motion whose first letter is a hotkey ("/rotate arm left" + Enter)
+ERASE = "\x7f\b"  # backspace, as a terminal in cbreak mode sends it
 
 
 class KeyboardIntervener:
-    """Reads lines typed during the episode without blocking: a hotkey or any motion phrase.
+    """A person's motions: a hotkey, or any motion phrase then Enter; an empty line clears the override.
 
-    An empty line clears the override; otherwise the last override holds until changed.
+    The last override holds until changed. Keys come from `stream` (whole lines, read without blocking:
+    "a" + Enter is a hotkey) or, with `stream=None`, from whoever reads the terminal and calls `feed`
+    (the robot runner's key thread; there a hotkey needs no Enter).
     """
 
-    def __init__(self, stream: TextIO = sys.stdin, hotkeys: Mapping[str, str] = HOTKEYS) -> None:
-        self.stream, self.hotkeys = stream, dict(hotkeys)
+    def __init__(self, stream: TextIO | None = sys.stdin, hotkeys: Mapping[str, str] = HOTKEYS) -> None:
+        self.stream, self.hotkeys = stream, {k.lower(): v for k, v in hotkeys.items()}
         self.current: str | None = None
+        self._typed = ""  # the line being typed into `feed`
 
     def reset(self) -> None:
         """A new episode starts without an override."""
@@ -153,19 +161,74 @@ class KeyboardIntervener:
 
     def _lines(self) -> list[str]:
         lines = []
-        while select.select([self.stream], [], [], 0)[0]:
+        while self.stream is not None and select.select([self.stream], [], [], 0)[0]:
             line = self.stream.readline()
             if not line:  # end of input
                 break
             lines.append(line.strip())
         return lines
 
+    def _apply(self, line: str) -> None:
+        text = line.strip().removeprefix(PHRASE).strip()
+        self.current = self.hotkeys.get(text.lower(), text) if text else None
+        logger.info("intervention: %s", self.current or "cleared; the policy's motions again")
+
+    def feed(self, keys: str) -> None:
+        """Keys as a terminal sends them: a hotkey acts at once; other text is a motion ended by Enter;
+        Enter on an empty line clears the override."""
+        for ch in keys:
+            if ch in "\r\n":
+                line, self._typed = self._typed, ""
+                self._apply(line)
+            elif ch in ERASE:
+                self._typed = self._typed[:-1]
+            elif not self._typed and ch.lower() in self.hotkeys:
+                self._apply(ch)
+            else:
+                self._typed += ch
+
     def correct(self, obs: Any, instruction: str, predicted_motion: str) -> str | None:
         """The held override (updated by whatever was typed since the last step)."""
         for line in self._lines():
-            self.current = None if not line else self.hotkeys.get(line.lower(), line)
-            logger.info("intervention: %s", self.current or "cleared; the policy's motions again")
+            self._apply(line)
         return self.current
+
+
+# --intervene NAME of `vla robot run` -> the intervener it builds (the sim's OracleIntervener needs an expert)
+INTERVENERS: Mapping[str, Callable[[], KeyboardIntervener]] = {"keyboard": lambda: KeyboardIntervener(stream=None)}
+
+
+@dataclasses.dataclass(frozen=True)
+class RobotIntervention:
+    """What `vla robot run --intervene` adds to a run: the RT-H policy, where typed keys go, the episode record."""
+
+    policy: RTHPolicy
+    on_keys: Callable[[str], None]  # keys typed at the terminal that are not e-stop keys
+    metadata: dict[str, str]  # episode metadata: the checkpoint that ran it
+
+    def record(self, steps: int) -> tuple[dict[str, list[str]], dict[str, str]]:
+        """(per-step extras: motion and motion_source, episode metadata) of the first `steps` steps."""
+        return self.policy.extras(steps), dict(self.metadata)
+
+
+def robot_intervention(name: str, client: Any, unnorm_key: str | None, estop_keys: str) -> RobotIntervention:
+    """The RT-H policy over a served checkpoint with the named intervener; refuses a flat checkpoint."""
+    if name not in INTERVENERS:
+        near = difflib.get_close_matches(name, INTERVENERS, n=1)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise IntervenerError(f"--intervene {name!r} is not an intervener; {hint}known: {sorted(INTERVENERS)}")
+    meta = client.metadata()
+    if "rth" not in meta:  # the server's RT-H record; absent for a flat checkpoint
+        raise MotionQueryError(f"--intervene {name} needs an RT-H checkpoint, but the server serves "
+                               f"{meta.get('name')!r}, which was trained without motion queries; serve a checkpoint "
+                               "fine-tuned with `vla finetune --rth` (or `vla rth train`), or drop --intervene")
+    intervener = INTERVENERS[name]()
+    clash = sorted(set(intervener.hotkeys) & set(estop_keys))
+    if clash:
+        raise IntervenerError(f"hotkeys {clash} of --intervene {name} are also e-stop keys ({estop_keys!r}); "
+                              "pick other e-stop keys")
+    policy = RTHPolicy(client=client, intervener=intervener, unnorm_key=unnorm_key)
+    return RobotIntervention(policy, intervener.feed, {CHECKPOINT_FIELD: str(meta["rth"]["checkpoint_id"])})
 
 
 def episode_metadata(policy: RTHPolicy) -> dict[str, str]:

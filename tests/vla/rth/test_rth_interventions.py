@@ -114,3 +114,41 @@ def test_keyboard_hotkeys_hold_until_cleared(tmp_path):
         assert kb.correct(None, TASK, "stop") == "tilt arm up and open gripper"  # any phrase goes
         writer.write("\n")
         assert kb.correct(None, TASK, "stop") is None
+
+
+def test_keyboard_keys_from_a_terminal_hotkeys_at_once_phrases_on_enter():
+    kb = KeyboardIntervener(stream=None)  # `vla robot run` feeds the terminal's keys
+    kb.feed("r")
+    assert kb.correct(None, TASK, "stop") == "move arm up"  # no Enter needed
+    kb.feed("tilt arm u")
+    assert kb.correct(None, TASK, "stop") == "move arm up"  # a phrase waits for Enter
+    kb.feed("p\n")
+    assert kb.correct(None, TASK, "stop") == "tilt arm up"
+    kb.feed("/rotate arm lefx\x7ft\r")  # "/": a phrase starting with a hotkey letter; backspace erases
+    assert kb.correct(None, TASK, "stop") == "rotate arm left"
+    kb.feed("\n")
+    assert kb.correct(None, TASK, "stop") is None
+
+
+def test_robot_intervention_refuses_unknown_names_and_flat_servers(rth_model, served):
+    from serving.policies import NoopPolicy
+
+    from vla.rth.errors import IntervenerError, MotionQueryError
+    from vla.rth.intervene import robot_intervention
+
+    with PolicyClient(served.address, timeout_s=60) as client:
+        with pytest.raises(IntervenerError, match="did you mean 'keyboard'"):
+            robot_intervention("keybaord", client, None, " qe")
+        with pytest.raises(IntervenerError, match=r"hotkeys \['r'\].*e-stop keys"):
+            robot_intervention("keyboard", client, None, "r")
+        intervention = robot_intervention("keyboard", client, None, " qe")
+        assert intervention.metadata["rth_checkpoint"] == rth_info(rth_model).checkpoint_id
+    flat = PolicyServer(NoopPolicy(7), host="127.0.0.1", port=0)
+    thread = threading.Thread(target=flat.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with PolicyClient(flat.address, timeout_s=60) as client, pytest.raises(MotionQueryError, match="RT-H"):
+            robot_intervention("keyboard", client, None, " qe")
+    finally:
+        flat.close()
+        thread.join(timeout=10)
