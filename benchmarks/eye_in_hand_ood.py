@@ -41,8 +41,11 @@ RIGS = ("third_person", "eye_in_hand", "both", "both-vib")
 # every policy is evaluated in the same two-camera scene (paired seeds see the same pixels); each reads
 # only its roles. A one-camera eye_in_hand scene would refuse a camera shift: it has no camera to move.
 SCENE_RIG = "both"
-RENDER_SIZE = 64  # pixels the scene renders (demos and evaluation alike)
+RENDER_SIZE = 112  # pixels the scene renders (demos and evaluation alike) = the model's input side
 VAL_FRACTION = 0.15  # demo episodes kept for choosing beta
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEMO_BASE = REPO / "sim" / "assets" / "demo_base"  # the demo's pre-trained base (tiny, 112 px; `vla demo`)
+WARMUP = 20  # optimizer steps of linear warmup before the cosine decay (the demo's schedule)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +80,16 @@ def collect_demos(task: str, episodes: int, data_dir: pathlib.Path) -> Demos:
     )
 
 
-def build_policy(rig: str, beta: float, image_size: int, norm_stats: dict, seed: int) -> OpenVLA:
-    """The tiny preset at `image_size` pixels, with the rig's roles (and bottleneck)."""
-    cfg = dataclasses.replace(get_preset("tiny"), image_sizes=(image_size, image_size))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = OpenVLA(cfg, preset_tokenizer(), norm_stats)
+def build_policy(rig: str, beta: float, image_size: int, norm_stats: dict, seed: int, base: str) -> OpenVLA:
+    """The init (`base` folder, or "random": the tiny preset at `image_size`) with the rig's roles (and bottleneck)."""
+    if base == "random":
+        cfg = dataclasses.replace(get_preset("tiny"), image_sizes=(image_size, image_size))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = OpenVLA(cfg, preset_tokenizer(), norm_stats)
+    else:
+        model = OpenVLA.from_pretrained(base)
+        model.norm_stats = {**model.norm_stats, **norm_stats}
     roles, vib = RIG_ROLES[rig]
     return set_image_roles(model, roles, vib, beta if vib else 0.0, seed=seed)
 
@@ -96,6 +103,9 @@ def pixel_values(model: OpenVLA, demos: Demos, idx: np.ndarray) -> torch.Tensor:
 def train(model: OpenVLA, demos: Demos, steps: int, batch: int, lr: float, seed: int) -> float:
     """Full fine-tuning with Adam on shuffled frames (same order for every rig); returns the last loss."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    warm = min(WARMUP, steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (i + 1) / warm if i < warm else
+                                              0.5 * (1 + np.cos(np.pi * (i - warm) / max(1, steps - warm))))
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.train()
@@ -108,6 +118,7 @@ def train(model: OpenVLA, demos: Demos, steps: int, batch: int, lr: float, seed:
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sched.step()
         loss = float(out.loss.detach())
     model.eval()
     return loss
@@ -130,16 +141,19 @@ def main() -> int:
     p.add_argument("--episodes", type=int, default=30, help="evaluation episodes per cell")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=pathlib.Path, required=True)
-    p.add_argument("--demos", type=int, default=40, help="scripted demo episodes per task")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps per policy")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--image-size", type=int, default=56, help="model input side (multiple of 14)")
+    # the demo's recipe (README, "Measured levers"): fewer demos or steps leave a tiny policy blind to the block
+    p.add_argument("--demos", type=int, default=600, help="scripted demo episodes per task")
+    p.add_argument("--steps", type=int, default=2400, help="optimizer steps per policy")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine to 0)")
+    p.add_argument("--base", default=str(DEMO_BASE), help="init checkpoint folder, or 'random' (tiny preset)")
+    p.add_argument("--image-size", type=int, default=112, help="model input side of a random base")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on 2 shared cores)")
     p.add_argument("--betas", default="1e-4,1e-3,1e-2,1e-1", help="VIB weights tried for both-vib")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"subset of {list(TASKS)}")
     p.add_argument("--conditions", default=",".join(CONDITIONS), help=f"subset of {list(CONDITIONS)}")
     args = p.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     betas = [float(b) for b in args.betas.split(",")]
     conditions = args.conditions.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -156,11 +170,19 @@ def main() -> int:
               f"({time.perf_counter() - t0:.0f} s to collect)")
         models = {}
         for rig in RIGS:
+            saved = args.out / "policies" / label / rig  # a rerun evaluates the policies it already trained
+            if (saved / "choice.json").is_file():
+                choice = json.loads((saved / "choice.json").read_text())
+                models[rig] = OpenVLA.from_pretrained(saved)
+                for key in ("beta", "val_loss", "train_loss"):
+                    results[key].setdefault(label, {})[rig] = choice[key]
+                print(f"  {rig:13s} loaded from {saved} (beta {choice['beta']:g})")
+                continue
             candidates = betas if RIG_ROLES[rig][1] else [0.0]
             best = None
             for beta in candidates:
                 t = time.perf_counter()
-                model = build_policy(rig, beta, args.image_size, demos.norm_stats, args.seed)
+                model = build_policy(rig, beta, args.image_size, demos.norm_stats, args.seed, args.base)
                 loss = train(model, train_set, args.steps, args.batch, args.lr, args.seed)
                 val = validation_loss(model, val_set, args.batch)
                 print(f"  {rig:13s} beta {beta:g}: train loss {loss:.3f}, validation loss {val:.3f} "
@@ -171,6 +193,8 @@ def main() -> int:
             results["beta"].setdefault(label, {})[rig] = best[1]
             results["val_loss"].setdefault(label, {})[rig] = best[0]
             results["train_loss"].setdefault(label, {})[rig] = best[3]
+            best[2].save_pretrained(saved)
+            (saved / "choice.json").write_text(json.dumps({"beta": best[1], "val_loss": best[0], "train_loss": best[3]}))
         table = results["success"].setdefault(label, {})
         for rig, model in models.items():
             for cond in conditions:
@@ -178,7 +202,7 @@ def main() -> int:
                 cfg = EvalConfig(task=task, out=out, episodes=args.episodes, seed=1_000_000 + args.seed,
                                  rig=SCENE_RIG, image_size=RENDER_SIZE, video="none",
                                  **CONDITIONS[cond].scene_kwargs())
-                s = evaluate(cfg, CheckpointPolicy(model), policy_name=f"{rig}")
+                s = evaluate(cfg, CheckpointPolicy(model, unnorm_key=dataset_name(task)), policy_name=f"{rig}")
                 table.setdefault(rig, {})[cond] = {"success_rate": s["success_rate"], "ci": s["ci95"],
                                                    "episodes": s["episodes"]}
                 print(f"  {rig:13s} {cond:11s}: {s['successes']}/{s['episodes']} "

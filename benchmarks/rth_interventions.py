@@ -34,22 +34,28 @@ from vla.rth.train import TrainSettings, learn_corrections, read_motion_episodes
 
 ORACLE_SPEC = MotionSpec.absolute([0.005] * 3 + [0.05] * 3 + [0.5])  # expert moves 2-3.5 cm a step
 KEY = "widowx"
+RIG = {"primary": "wrist"}  # the demo's camera: the wrist view as the model's one image
+DEMO_BASE = pathlib.Path(__file__).resolve().parents[1] / "sim" / "assets" / "demo_base"
 
 
 @dataclasses.dataclass(frozen=True)
 class Args:
     out: pathlib.Path  # working folder; rth.json goes here
-    episodes: int = 10  # online evaluation episodes per task and arm
+    episodes: int = 50  # online evaluation episodes per task and arm
     seed: int = 0
     tasks: tuple[str, ...] = ("widowx-push-left", "widowx-pick-block")
-    demos: int = 24  # scripted demos per task (20% held out for the offline figures)
-    train_steps: int = 300
-    correction_steps: int = 100
+    # the demo's recipe (README, "Measured levers"): fewer demos or steps leave a tiny policy blind to the block
+    demos: int = 400  # scripted demos per task (20% held out for the offline figures)
+    train_steps: int = 3000
+    correction_steps: int = 300
     corrections_per_task: int = 30  # at most this many intervened episodes are learnt from
-    batch_size: int = 8
-    lr: float = 2e-3
-    image_size: int = 64
-    threads: int = 2
+    batch_size: int = 32
+    lr: float = 3e-3  # peak; warmup then cosine to 0
+    warmup_steps: int = 20
+    correction_lr: float = 3e-4  # a short fine-tune of a trained model: a small constant rate
+    image_size: int = 112
+    base: str = str(DEMO_BASE)  # init of both policies: a checkpoint folder, or "random" (the tiny preset)
+    threads: int = 1
 
 
 class FlatPolicy:
@@ -88,19 +94,19 @@ def online(args: Args, flat, rth, out: pathlib.Path) -> dict:
     results = {k: [] for k in ("flat", "rth", "rth_intervened", "rth_corrected")}
     interventions, corrections = [], []
     seeds = [10_000 + args.seed * 1000 + i for i in range(args.episodes)]
-    scenes = {t: get_task(t).make(seed=args.seed, options=SceneOptions(rig="third_person", image_size=args.image_size))
+    scenes = {t: get_task(t).make(seed=args.seed, options=SceneOptions(rig=RIG, image_size=args.image_size))
               for t in args.tasks}
     try:
         for name, scene in scenes.items():
             task = get_task(name)
             for s in seeds:
                 results["flat"].append(run_episode(scene, FlatPolicy(flat), task.instruction, task.max_steps,
-                                                   seed=s, record_frames=False).success)
+                                                   seed=s, record_frames=False, rig=RIG).success)
                 results["rth"].append(run_episode(scene, RTHPolicy(rth, unnorm_key=KEY), task.instruction,
-                                                  task.max_steps, seed=s, record_frames=False).success)
+                                                  task.max_steps, seed=s, record_frames=False, rig=RIG).success)
                 oracle = OracleIntervener(task.expert(scene, "expert", s).act, ORACLE_SPEC)
                 res, ep = run_and_record(scene, RTHPolicy(rth, intervener=oracle, unnorm_key=KEY), task.instruction,
-                                         task.max_steps, seed=s)
+                                         task.max_steps, seed=s, rig=RIG)
                 results["rth_intervened"].append(res.success)
                 interventions.append(oracle.interventions)
                 if len([c for c in corrections if c.instruction == task.instruction]) < args.corrections_per_task:
@@ -111,13 +117,13 @@ def online(args: Args, flat, rth, out: pathlib.Path) -> dict:
         episodes = read_motion_episodes("rth_corrections", out)
         corrected = copy.deepcopy(rth)
         learn_corrections(corrected, episodes, TrainSettings(steps=args.correction_steps, batch_size=args.batch_size,
-                                                             lr=args.lr, seed=args.seed))
+                                                             lr=args.correction_lr, seed=args.seed))
         for name, scene in scenes.items():
             task = get_task(name)
             for s in seeds:
                 results["rth_corrected"].append(run_episode(scene, RTHPolicy(corrected, unnorm_key=KEY),
                                                             task.instruction, task.max_steps, seed=s,
-                                                            record_frames=False).success)
+                                                            record_frames=False, rig=RIG).success)
     finally:
         for scene in scenes.values():
             scene.close()
@@ -135,7 +141,7 @@ def main(args: Args) -> dict:
     train, held = [], []
     for name in args.tasks:
         collect(CollectConfig(task=name, episodes=args.demos, out=args.out, seed=args.seed, image_size=args.image_size,
-                              rig="third_person", overwrite=True))
+                              rig=RIG, overwrite=True))
         report = label_dataset(dataset_name(name), args.out, args.out,
                                LabelConfig(native_actions_are_eef_delta=True), overwrite=True)
         episodes = read_motion_episodes(report.path.parent.name, args.out)
@@ -146,12 +152,23 @@ def main(args: Args) -> dict:
     stats = statistics_from_arrays(np.concatenate([e.actions for e in train]), mask=[True] * 6 + [False])
     models = {}
     for kind, mix in (("flat", 0.0), ("rth", 0.5)):
-        model = vla.OpenVLA.from_preset("tiny", norm_stats={KEY: stats}, seed=args.seed)
+        saved = args.out / "models" / kind  # a rerun evaluates the policies it already trained
+        if (saved / "config.json").is_file():
+            models[kind] = vla.OpenVLA.from_pretrained(saved)
+            print(f"{kind}: loaded from {saved}")
+            continue
+        if args.base == "random":
+            model = vla.OpenVLA.from_preset("tiny", norm_stats={KEY: stats}, seed=args.seed)
+        else:
+            model = vla.OpenVLA.from_pretrained(args.base)
+            model.norm_stats = {**model.norm_stats, KEY: stats}
         t0 = time.perf_counter()
         losses = train_policy(model, train, TrainSettings(steps=args.train_steps, batch_size=args.batch_size,
-                                                          lr=args.lr, mix=mix, seed=args.seed), KEY)
+                                                          lr=args.lr, mix=mix, seed=args.seed,
+                                                          warmup_steps=args.warmup_steps, schedule="cosine"), KEY)
         print(f"{kind}: {args.train_steps} steps in {time.perf_counter() - t0:.0f} s, final loss "
-              f"{np.mean(losses[-20:]):.3f}")
+              f"{np.mean(losses[-20:]):.3f}", flush=True)
+        model.save_pretrained(saved)
         models[kind] = model
     result = {"config": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in dataclasses.asdict(args).items()},
               **offline(models["flat"], models["rth"], held), **online(args, models["flat"], models["rth"], args.out)}

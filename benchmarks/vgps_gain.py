@@ -27,7 +27,10 @@ import tyro
 
 BOOTSTRAP = 10_000  # paired bootstrap resamples for the gain interval
 EVAL_SEED_OFFSET = 1_000_000  # evaluation seeds never overlap collection seeds (0, 1, ...)
-IMAGE_SIZE = 64
+IMAGE_SIZE = 112  # the demo's setting: the shipped base was pre-trained at 112 px on the wrist camera
+RIG = {"primary": "wrist"}  # the policy and the critic both see the wrist camera (as role primary), as in `vla demo`
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEMO_BASE = REPO / "sim" / "assets" / "demo_base"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,10 +40,13 @@ class Args:
     seed: int = 0
     out: pathlib.Path = pathlib.Path("vgps-gain-out")
     mix: str = "expert:0.4,noisy:0.3,suboptimal:0.3"
-    train_episodes: int = 60  # collected demos (policy and critic train on the same set)
-    policy_steps: int = 400  # tiny-policy fine-tuning steps
-    policy_batch: int = 16
-    q_steps: int = 1500  # Cal-QL steps
+    # the demo's recipe (README, "Measured levers"): fewer demos or steps leave a tiny policy blind to the block
+    train_episodes: int = 600  # collected demos (policy and critic train on the same set)
+    policy_steps: int = 2400  # tiny-policy fine-tuning steps
+    policy_batch: int = 32
+    policy_lr: float = 3e-3
+    policy_base: pathlib.Path = DEMO_BASE  # init of the fine-tuned policy: the shipped demo base
+    q_steps: int = 3000  # Cal-QL steps
     reward: str = "success"  # the critic's reward (last-h | success)
     temperature: float = 1.0
     workers: int = 2
@@ -77,27 +83,28 @@ def _load(policy_dir: str, q_dir: str):
 class _ArmPolicy:
     """A robot.Policy for one arm (the V-GPS arm delegates to ValueGuidedPolicy)."""
 
-    def __init__(self, arm: Arm, model, q, temperature: float, seed: int) -> None:
+    def __init__(self, arm: Arm, model, q, temperature: float, seed: int, unnorm_key: str) -> None:
         import torch
 
         from vla.vgps import ValueGuidedPolicy
 
-        self.arm, self.model, self.temperature = arm, model, temperature
+        self.arm, self.model, self.temperature, self.unnorm_key = arm, model, temperature, unnorm_key
         self.generator = torch.Generator().manual_seed(seed)
         self.rng = np.random.default_rng(seed)
-        self.guided = ValueGuidedPolicy(model, q, k=arm.k, beta=arm.beta, temperature=temperature, seed=seed) \
-            if arm.kind == "vgps" else None
+        self.guided = ValueGuidedPolicy(model, q, k=arm.k, beta=arm.beta, temperature=temperature, seed=seed,
+                                        unnorm_key=unnorm_key) if arm.kind == "vgps" else None
 
     def act(self, obs, instruction: str):
         from vla.vgps.sampling import sample_actions
 
         image = obs.images["primary"]
         if self.arm.kind == "greedy":
-            return self.model.predict_action(image, instruction)
+            return self.model.predict_action(image, instruction, unnorm_key=self.unnorm_key)
         if self.arm.kind == "vgps":
             return self.guided.act(obs, instruction)
         k = self.arm.k if self.arm.kind == "random_k" else 1
-        samples = sample_actions(self.model, image, instruction, k, self.temperature, generator=self.generator)
+        samples = sample_actions(self.model, image, instruction, k, self.temperature, unnorm_key=self.unnorm_key,
+                                 generator=self.generator)
         return samples[self.rng.integers(k)]
 
 
@@ -145,6 +152,7 @@ def run_arm_episodes(task: str, arm: Arm, seeds: list[int], policy_dir: str, q_d
     """Worker: one arm on the given seeds; success, steps and mean policy latency per episode."""
     import robot
     import sim
+    from sim.collect import dataset_name
 
     if base == "tiny":
         model, q = _load(policy_dir, q_dir)
@@ -153,16 +161,17 @@ def run_arm_episodes(task: str, arm: Arm, seeds: list[int], policy_dir: str, q_d
 
         q = QFunction.from_pretrained(q_dir)
     config = sim.get_task(task)
-    scene = sim.make(task, seed=seeds[0], image_size=IMAGE_SIZE)
+    scene = sim.make(task, seed=seeds[0], image_size=IMAGE_SIZE, rig=RIG)
     out = []
     try:
         for s in seeds:
             if base == "tiny":
-                policy = _ArmPolicy(arm, model, q, temperature, s)
+                policy = _ArmPolicy(arm, model, q, temperature, s, dataset_name(task))
             else:
                 sampler = NoisyExpert(config.expert(scene, "expert", s), expert_noise, s)
                 policy = _ExpertArm(arm, sampler, q, temperature, s)
-            res = robot.run_episode(scene, policy, config.instruction, config.max_steps, seed=s, record_frames=False)
+            res = robot.run_episode(scene, policy, config.instruction, config.max_steps, seed=s, record_frames=False,
+                                    rig=RIG)
             out.append({"seed": s, "success": bool(res.success), "steps": res.steps, "reason": res.reason,
                         "latency_ms": float(np.mean(res.policy_latency_s) * 1e3) if res.policy_latency_s else None})
     finally:
@@ -191,7 +200,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int) -> list[float]:
 def prepare(args: Args) -> tuple[pathlib.Path, pathlib.Path, dict]:
     """Collect the mixed set, fine-tune the tiny policy, train the critic (each skipped if already there)."""
     from sim.collect import CollectConfig, collect, dataset_name, parse_mix
-    from vla.train import FinetuneConfig, finetune
+    from vla.train import FinetuneConfig, OptimSettings, finetune
     from vla.vgps.config import TrainConfig
     from vla.vgps.train import train_from_dataset
 
@@ -201,14 +210,16 @@ def prepare(args: Args) -> tuple[pathlib.Path, pathlib.Path, dict]:
         t = time.perf_counter()
         res = collect(CollectConfig(task=args.task, episodes=args.train_episodes, out=data_dir,
                                     mix=parse_mix(args.mix), workers=max(2, args.workers), image_size=IMAGE_SIZE,
-                                    seed=args.seed))
+                                    seed=args.seed, rig=RIG))
         timings["collect_s"] = time.perf_counter() - t
         print(f"collected {res.episodes} episodes: {res.successes}")
     policy_dir = args.out / "policy"
     if args.base == "tiny" and not (policy_dir / "config.json").is_file():
         t = time.perf_counter()
-        policy_dir = finetune(FinetuneConfig(base="tiny", out=policy_dir, data_dir=data_dir, dataset=name, mode="full",
-                                             max_steps=args.policy_steps, batch_size=args.policy_batch, device="cpu",
+        policy_dir = finetune(FinetuneConfig(base=str(args.policy_base), out=policy_dir, data_dir=data_dir, dataset=name,
+                                             mode="full", max_steps=args.policy_steps, batch_size=args.policy_batch,
+                                             optim=OptimSettings(lr=args.policy_lr, warmup_steps=20, schedule="cosine"),
+                                             device="cpu",
                                              heldout_fraction=0.0, eval_every=args.policy_steps, overwrite=True,
                                              checkpoint_every=args.policy_steps))
         timings["policy_s"] = time.perf_counter() - t
@@ -223,6 +234,9 @@ def prepare(args: Args) -> tuple[pathlib.Path, pathlib.Path, dict]:
 
 
 def main(args: Args) -> dict:
+    import torch
+
+    torch.set_num_threads(1)  # one thread trains fastest on 2 shared cores (README, demo)
     args.out.mkdir(parents=True, exist_ok=True)
     policy_dir, q_dir, timings = prepare(args)
     seeds = [EVAL_SEED_OFFSET + args.seed * 10_000 + i for i in range(args.episodes)]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import pathlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -52,11 +53,16 @@ class TrainSettings:
     lookahead: int = 1  # motion-query target: the motion this many steps ahead
     freeze_vision: bool = False  # RT-H froze its ViT; tiny random backbones learn better unfrozen
     seed: int = 0
+    warmup_steps: int = 0  # linear ramp to lr, then `schedule` towards 0 at `steps`
+    schedule: Literal["constant", "cosine"] = "constant"
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
             raise MotionSpecError(f"need steps >= 1, batch_size >= 1, lr > 0; got {self.steps}, "
                                   f"{self.batch_size}, {self.lr}")
+        if self.warmup_steps < 0 or self.schedule not in ("constant", "cosine"):
+            raise MotionSpecError(f"need warmup_steps >= 0 and schedule constant|cosine; got {self.warmup_steps}, "
+                                  f"{self.schedule!r}")
         check_mix_lookahead(self.mix, self.lookahead)
 
 
@@ -129,8 +135,18 @@ def _optimizer(model: Any, settings: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
 
 
+def _lr_factor(step: int, settings: TrainSettings) -> float:
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    if settings.schedule == "constant":
+        return 1.0
+    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
 def _run(model: Any, batches, settings: TrainSettings, what: str) -> list[float]:
     opt = _optimizer(model, settings)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, settings))
     model.train()
     losses = []
     for step, (images, batch) in enumerate(batches):
@@ -139,6 +155,7 @@ def _run(model: Any, batches, settings: TrainSettings, what: str) -> list[float]
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step()
+        sched.step()
         losses.append(float(loss.detach()))
         if step % 50 == 0 or step + 1 == settings.steps:
             logger.info("%s step %d/%d loss %.4f", what, step + 1, settings.steps, losses[-1])
