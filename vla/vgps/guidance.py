@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 PRIMARY = "primary"  # the camera role a single-image policy is given
 DEFAULT_TEMPERATURE = 1.0
+SAMPLING_PATIENCE = 20  # steps of identical candidates before a policy that is not the local OpenVLA counts as not sampling
 
 
 class SamplingModel(Protocol):
@@ -66,10 +67,33 @@ def check_candidates(candidates: Any, k: int, action_dim: int) -> np.ndarray:
                             "use a Q-function trained on this policy's action space")
     if not np.isfinite(c).all():
         raise GuidanceError("the policy returned NaN or inf candidate actions")
-    if k > 1 and np.all(c == c[0]):
-        raise SamplingError(f"all {k} candidates are identical: the policy is not sampling; set temperature > 0 "
-                            "(greedy decoding returns one action K times)")
     return c
+
+
+class SamplingWatch:
+    """Raise once a policy's K candidates were identical on each of its first `patience` steps.
+
+    One step of identical candidates is no fault: a trained policy is often that confident (a tiny
+    WidowX policy at temperature 1 was, on ~1 step in 10). A policy that never returns two different
+    candidates in `patience` steps is not sampling (greedy decoding, temperature 0, a fixed policy).
+    """
+
+    def __init__(self, k: int, patience: int = SAMPLING_PATIENCE) -> None:
+        self.k, self.patience = k, patience
+        self.identical, self.sampled = 0, False
+
+    def observe(self, candidates: np.ndarray) -> None:
+        """Record one step's candidates [K, A]; raise SamplingError on the `patience`-th identical step."""
+        if self.sampled or self.k == 1:
+            return
+        if not np.all(candidates == candidates[0]):
+            self.sampled = True
+            return
+        self.identical += 1
+        if self.identical >= self.patience:
+            raise SamplingError(f"all {self.k} candidates were identical on each of the first {self.patience} "
+                                "steps: the policy is not sampling; set temperature > 0 (greedy decoding returns "
+                                "one action K times)")
 
 
 def check_policy_action_dim(model: Any, q: QFunction, unnorm_key: str | None) -> None:
@@ -119,6 +143,8 @@ class ValueGuidedPolicy:
         self.language_embedding = language_embedding
         self.rng = np.random.default_rng(seed)
         self.generator = None
+        # an OpenVLA is sampled here at temperature > 0: identical candidates are its confidence, never a fault
+        self.watch = None if is_openvla(policy) else SamplingWatch(self.k)
         if is_openvla(policy):
             import torch
 
@@ -172,6 +198,8 @@ class ValueGuidedPolicy:
         self.q.pick_image(images)  # a camera the critic lacks fails before K samples are drawn
         raw = self.candidates(images, instruction)
         c = check_candidates(raw, self.k, self.q.config.action_dim)
+        if self.watch is not None:
+            self.watch.observe(c)
         return rerank(self.q, images, instruction, c, self.beta, self.rng, embedding)
 
 
