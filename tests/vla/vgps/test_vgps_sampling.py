@@ -27,15 +27,28 @@ def image():
 
 
 def test_k_distinct_samples_from_one_prefill(model, image):
-    calls = []
-    hook = model.language_model.register_forward_hook(
-        lambda mod, args, kwargs, out: calls.append(kwargs.get("inputs_embeds") is not None), with_kwargs=True)
+    calls = []  # (batch rows, whether the call carried the image) per decoder pass
+    hook = model.language_model.model.register_forward_hook(
+        lambda mod, args, kwargs, out: calls.append(
+            (out.last_hidden_state.shape[0], kwargs.get("inputs_embeds") is not None)), with_kwargs=True)
     try:
         out = sample_actions(model, image, INSTRUCTION, 10, 1.0, generator=torch.Generator().manual_seed(0))
     finally:
         hook.remove()
     assert out.shape == (10, 7) and len(np.unique(out, axis=0)) == 10
-    assert calls == [True] + [False] * 6  # one prefill with the image, then one decode call per action token
+    assert calls == [(1, True)] + [(10, False)] * 6  # one prefill with the image, then K rows per action token
+
+
+def test_action_rows_of_the_head_sample_what_the_full_head_samples(model, image, monkeypatch):
+    import vla.vgps.sampling as sampling
+
+    fast = [sample_actions(model, image, INSTRUCTION, 8, 1.0, generator=torch.Generator().manual_seed(s))
+            for s in range(5)]
+    monkeypatch.setattr(sampling, "action_head", lambda *a: None)  # the full LM head, as LoRA / 8-bit models use
+    full = [sample_actions(model, image, INSTRUCTION, 8, 1.0, generator=torch.Generator().manual_seed(s))
+            for s in range(5)]
+    for a, b in zip(fast, full):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_same_seed_same_samples_and_cold_temperature_is_greedy(model, image):
