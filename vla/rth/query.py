@@ -230,12 +230,17 @@ def _motion_text(model: Any, ids: list[int]) -> str:
     return text or STOP  # an immediately ended answer: no motion words at all
 
 
+_LOGGED_OOV: set[tuple[str, str]] = set()  # (checkpoint id, motion): each is logged once, not at every step
+
+
 def _log_out_of_vocabulary(info: RTHInfo, motions: Sequence[str]) -> None:
     known = set(info.vocabulary)
     for m in motions:
-        if m.strip().lower() not in known:
+        key = (info.checkpoint_id, m.strip().lower())
+        if key[1] not in known and key not in _LOGGED_OOV:
+            _LOGGED_OOV.add(key)
             logger.info("motion %r is out of the checkpoint's training vocabulary (%d motions); the action "
-                        "query follows it anyway", m, len(known))
+                        "query follows it anyway (logged once per checkpoint)", m, len(known))
 
 
 def _checked_batch(images: Sequence[Any], instructions: Sequence[str], *others: Sequence[Any]) -> None:

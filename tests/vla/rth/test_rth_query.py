@@ -92,3 +92,12 @@ def test_model_methods_delegate_to_the_two_queries(rth_model):
         flat.predict_action(images[0], TASK, motion="move arm up")
     with pytest.raises(MotionQueryError):
         flat.predict_motion(images[0], TASK)
+
+
+def test_out_of_vocabulary_motion_is_followed_and_logged_once(rth_model, caplog):
+    image = COLOURS[0][None, None].repeat(32, 0).repeat(32, 1)
+    with caplog.at_level("INFO", logger="vla.rth.query"):
+        for _ in range(3):  # a person holding one new phrase for three steps
+            action, motion = predict_action(rth_model, image, TASK, "wiggle toward the bowl")
+            assert motion == "wiggle toward the bowl" and np.isfinite(action).all()
+    assert sum("wiggle toward the bowl" in r.getMessage() for r in caplog.records) == 1
