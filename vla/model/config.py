@@ -23,6 +23,8 @@ HF_BOILERPLATE_KEYS = ("architectures", "auto_map", "transformers_version", "_na
 SUPPORTED_RESIZE = ("resize-naive",)
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 MULTI_IMAGE_FIELDS = ("image_roles", "vib_roles", "vib_beta", "vib_sample_at_eval")
+RTH_CONFIG_KEY = "rth"  # config.json table of an RT-H checkpoint (vla/rth/query.py writes and reads it)
+EXTENSION_KEYS = (RTH_CONFIG_KEY,)  # tables kept in `extra` for other packages: expected, not warned about
 
 
 def _expect_model_type(d: Mapping[str, Any], want: str, where: str, why: str) -> dict[str, Any]:
@@ -174,8 +176,9 @@ class OpenVLAConfig:
                   for k, v in _pop_fields(cls, d, skip=("extra", "text_config")).items()}
         if "text_config" in d:
             kwargs["text_config"] = TextConfig.from_json(d.pop("text_config"))
-        if d:
-            log.warning("config.json keys not used by this model (kept for saving): %s", sorted(d))
+        unknown = sorted(set(d) - set(EXTENSION_KEYS))
+        if unknown:
+            log.warning("config.json keys not used by this model (kept for saving): %s", unknown)
         return cls(**kwargs, extra=d)
 
     def to_json(self) -> dict[str, Any]:

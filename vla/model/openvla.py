@@ -19,7 +19,7 @@ from torch import nn
 from vla.errors import CheckpointError, ImageError, InstructionError, LoraError, StatisticsError
 from vla.model import checkpoint as ckpt
 from vla.model.action_tokenizer import ActionTokenizer
-from vla.model.config import OpenVLAConfig
+from vla.model.config import RTH_CONFIG_KEY, OpenVLAConfig
 from vla.model.llm import CACHE_ARG, build_llm, rebuild_rotary
 from vla.model.multi_image import RoleTokens, has_role_tokens, split_roles, stack_role_images
 from vla.model.normalization import select_stats, unnormalize_actions
@@ -31,7 +31,6 @@ from vla.model.vision import FusedVisionBackbone, from_checkpoint_names, to_chec
 log = logging.getLogger(__name__)
 
 TOKENIZER_ASSETS = "assets/llama2-tokenizer"  # Llama-2 tokenizer + <PAD>, shipped for presets
-RTH_CONFIG_KEY = "rth"  # config.json table of an RT-H checkpoint (vla/rth/query.py writes it)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -101,3 +101,10 @@ def test_out_of_vocabulary_motion_is_followed_and_logged_once(rth_model, caplog)
             action, motion = predict_action(rth_model, image, TASK, "wiggle toward the bowl")
             assert motion == "wiggle toward the bowl" and np.isfinite(action).all()
     assert sum("wiggle toward the bowl" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_loading_an_rth_checkpoint_warns_about_nothing(rth_model, tmp_path, caplog):
+    rth_model.save_pretrained(tmp_path / "ckpt")
+    with caplog.at_level("WARNING", logger="vla.model.config"):
+        vla.OpenVLA.from_pretrained(tmp_path / "ckpt")
+    assert not [r for r in caplog.records if "not used" in r.getMessage()]  # the rth table is RT-H's, not unknown
