@@ -29,10 +29,9 @@ from vla.model.normalization import statistics_from_arrays
 from vla.rth.intervene import OracleIntervener, RTHPolicy, run_and_record
 from vla.rth.label import LabelConfig, label_dataset
 from vla.rth.motions import MOTION_AXES, MotionSpec, motion_axes
-from vla.rth.query import predict_actions_given, predict_motions
-from vla.rth.train import TrainSettings, learn_corrections, read_motion_episodes, train_policy
+from vla.rth.query import predict_actions_given, predict_motions, rth_info
+from vla.rth.train import TrainSettings, learn_corrections, motion_ahead, read_motion_episodes, train_policy
 
-ORACLE_SPEC = MotionSpec.absolute([0.005] * 3 + [0.05] * 3 + [0.5])  # expert moves 2-3.5 cm a step
 KEY = "widowx"
 RIG = {"primary": "wrist"}  # the demo's camera: the wrist view as the model's one image
 DEMO_BASE = pathlib.Path(__file__).resolve().parents[1] / "sim" / "assets" / "demo_base"
@@ -72,25 +71,32 @@ def offline(flat, rth, held) -> dict:
     """Motion exact match / per-axis accuracy and action L1 of the three action paths on held-out frames."""
     exact, axis_hits, n = 0, np.zeros(len(MOTION_AXES)), 0
     l1 = {"flat": [], "rth_pred": [], "rth_gt": []}
+    lookahead = rth_info(rth).lookahead
     for ep in held:
         images, instr = list(ep.images), [ep.instruction] * len(ep.motions)
-        pred = predict_motions(rth, images, instr)
-        for p, g in zip(pred, ep.motions):
+        pred = predict_motions(rth, images, instr)  # pred[t] answers for step t + lookahead, as trained
+        targets = [motion_ahead(ep.motions, t, lookahead) for t in range(len(ep.motions))]
+        acted = [pred[max(0, t - lookahead)] for t in range(len(pred))]  # what RTHPolicy acts on at step t
+        for p, g in zip(pred, targets):
             exact += p == g
             pa, ga = motion_axes(p), motion_axes(g)
             axis_hits += [pa is not None and pa[a] == ga[a] for a in MOTION_AXES]
             n += 1
         truth = ep.actions
         l1["flat"].append(np.abs(flat.predict_actions(images, instr, unnorm_key=KEY) - truth).mean(1))
-        l1["rth_pred"].append(np.abs(predict_actions_given(rth, images, instr, pred, KEY) - truth).mean(1))
+        l1["rth_pred"].append(np.abs(predict_actions_given(rth, images, instr, acted, KEY) - truth).mean(1))
         l1["rth_gt"].append(np.abs(predict_actions_given(rth, images, instr, list(ep.motions), KEY) - truth).mean(1))
     return {"motion_accuracy": {"exact": exact / n, "per_axis": dict(zip(MOTION_AXES, (axis_hits / n).tolist())),
                                 "frames": n},
             "action_l1": {k: float(np.concatenate(v).mean()) for k, v in l1.items()}}
 
 
-def online(args: Args, flat, rth, out: pathlib.Path) -> dict:
-    """Success of flat, RT-H, RT-H + oracle, and RT-H after learning the oracle's corrections (paired seeds)."""
+def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec]) -> dict:
+    """Success of flat, RT-H, RT-H + oracle, and RT-H after learning the oracle's corrections (paired seeds).
+
+    The oracle labels the expert's next action with `specs[task]`, the thresholds that labelled the
+    task's training data: its phrases are the ones the action query learnt (absolute thresholds of
+    our own choosing made it phrase motions the model had never seen, and follow them badly)."""
     results = {k: [] for k in ("flat", "rth", "rth_intervened", "rth_corrected")}
     interventions, corrections = [], []
     seeds = [10_000 + args.seed * 1000 + i for i in range(args.episodes)]
@@ -104,7 +110,7 @@ def online(args: Args, flat, rth, out: pathlib.Path) -> dict:
                                                    seed=s, record_frames=False, rig=RIG).success)
                 results["rth"].append(run_episode(scene, RTHPolicy(rth, unnorm_key=KEY), task.instruction,
                                                   task.max_steps, seed=s, record_frames=False, rig=RIG).success)
-                oracle = OracleIntervener(task.expert(scene, "expert", s).act, ORACLE_SPEC)
+                oracle = OracleIntervener(task.expert(scene, "expert", s).act, specs[name])
                 res, ep = run_and_record(scene, RTHPolicy(rth, intervener=oracle, unnorm_key=KEY), task.instruction,
                                          task.max_steps, seed=s, rig=RIG)
                 results["rth_intervened"].append(res.success)
@@ -138,12 +144,13 @@ def main(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
-    train, held = [], []
+    train, held, specs = [], [], {}
     for name in args.tasks:
         collect(CollectConfig(task=name, episodes=args.demos, out=args.out, seed=args.seed, image_size=args.image_size,
                               rig=RIG, overwrite=True))
         report = label_dataset(dataset_name(name), args.out, args.out,
                                LabelConfig(native_actions_are_eef_delta=True), overwrite=True)
+        specs[name] = report.spec
         episodes = read_motion_episodes(report.path.parent.name, args.out)
         cut = max(1, int(round(0.8 * len(episodes))))
         train += episodes[:cut]
@@ -171,7 +178,7 @@ def main(args: Args) -> dict:
         model.save_pretrained(saved)
         models[kind] = model
     result = {"config": {k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in dataclasses.asdict(args).items()},
-              **offline(models["flat"], models["rth"], held), **online(args, models["flat"], models["rth"], args.out)}
+              **offline(models["flat"], models["rth"], held), **online(args, models["flat"], models["rth"], args.out, specs)}
     result["wall_s"] = time.perf_counter() - start
     (args.out / "rth.json").write_text(json.dumps(result, indent=1))
     m, a, s = result["motion_accuracy"], result["action_l1"], result["success"]

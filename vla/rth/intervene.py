@@ -7,6 +7,7 @@ intervener whether to override the predicted motion, and keeps what it did per s
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import difflib
 import logging
@@ -46,7 +47,15 @@ class StepOutput:
 
 
 class RTHPolicy:
-    """A `robot.Policy`: motion query (or an intervention), then the action query."""
+    """A `robot.Policy`: motion query (or an intervention), then the action query.
+
+    In process, a checkpoint trained with look-ahead L (RT-H: 1) has its motion query answer for the
+    step L ahead: step t acts on the motion predicted at step t - L, and the action query for it and
+    the next motion query run as one batch (`predict_lookahead`), as RT-H deploys it. Asking the
+    query about step t + 1 and acting on the answer at step t put every motion a step early (the
+    tiny pick-block policy closed its gripper before reaching the block). Through a server
+    (`client=`), each request runs the motion query on its own image.
+    """
 
     def __init__(self, model: Any = None, *, client: Any = None, intervener: Intervener | None = None,
                  unnorm_key: str | None = None, camera: str = "primary") -> None:
@@ -56,12 +65,35 @@ class RTHPolicy:
         self.unnorm_key, self.camera = unnorm_key, camera
         self.motions: list[str] = []
         self.sources: list[str] = []
+        self.pending: collections.deque[str] = collections.deque()  # motions predicted for the coming steps
 
     def reset(self) -> None:
         """Start a new episode's record."""
         self.motions, self.sources = [], []
+        self.pending.clear()
         if self.intervener is not None:
             self.intervener.reset()
+
+    def _lookahead(self) -> int:
+        from vla.rth.query import require_rth
+
+        return 0 if self.client is not None else require_rth(self.model, "an RT-H policy").lookahead
+
+    def _act_lookahead(self, obs: Any, instruction: str, key: str | None, lookahead: int) -> StepOutput:
+        from vla.rth.query import predict_lookahead, predict_motions
+
+        image = obs.images[self.camera]
+        if not self.pending:  # episode start: the query's first answer stands in for the steps before it
+            self.pending.extend(predict_motions(self.model, [image], [instruction]) * lookahead)
+        motion, source = self.pending.popleft(), POLICY
+        override = self.intervener.correct(obs, instruction, motion) if self.intervener is not None else None
+        if override is not None and override.strip().lower() != motion.strip().lower():
+            motion, source = check_motion(override), OVERRIDE
+        actions, upcoming = predict_lookahead(self.model, [image], [instruction], [motion], key)
+        self.pending.append(upcoming[0])
+        self.motions.append(motion)
+        self.sources.append(source)
+        return StepOutput(np.asarray(actions[0], np.float32), motion, source)
 
     def _predict(self, obs: Any, instruction: str, motion: str | None, key: str | None) -> tuple[np.ndarray, str]:
         if self.client is not None:
@@ -75,6 +107,9 @@ class RTHPolicy:
     def act(self, obs: Any, instruction: str, unnorm_key: str | None = None) -> StepOutput:
         """One step; the override (if any) replaces the motion and the action query is re-run with it."""
         key = unnorm_key if unnorm_key is not None else self.unnorm_key
+        lookahead = self._lookahead()
+        if lookahead > 0:
+            return self._act_lookahead(obs, instruction, key, lookahead)
         action, motion = self._predict(obs, instruction, None, key)
         source = POLICY
         override = self.intervener.correct(obs, instruction, motion) if self.intervener is not None else None

@@ -108,3 +108,19 @@ def test_loading_an_rth_checkpoint_warns_about_nothing(rth_model, tmp_path, capl
     with caplog.at_level("WARNING", logger="vla.model.config"):
         vla.OpenVLA.from_pretrained(tmp_path / "ckpt")
     assert not [r for r in caplog.records if "not used" in r.getMessage()]  # the rth table is RT-H's, not unknown
+
+
+def test_rth_policy_acts_on_the_motion_predicted_a_step_earlier(rth_model):
+    from robot import Observation
+    from vla.rth.intervene import RTHPolicy
+
+    assert rth_info(rth_model).lookahead == 1  # the motion query was trained on the next step's motion
+    first, second = (COLOURS[i][None, None].repeat(32, 0).repeat(32, 1) for i in (0, 1))
+    policy = RTHPolicy(rth_model)
+    policy.reset()
+    steps = [policy.act(Observation({"primary": img}, None, 0.0), TASK) for img in (first, second, second)]
+    assert [s.motion for s in steps] == [MOTIONS[0], MOTIONS[0], MOTIONS[1]]  # step t acts on query(t - 1)
+    expected = predict_actions_given(rth_model, [second], [TASK], [MOTIONS[0]])[0]
+    np.testing.assert_allclose(steps[1].action, expected.astype(np.float32))
+    policy.reset()  # a new episode starts from its own first image
+    assert policy.act(Observation({"primary": second}, None, 0.0), TASK).motion == MOTIONS[1]
