@@ -110,7 +110,8 @@ def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec
                                                    seed=s, record_frames=False, rig=RIG).success)
                 results["rth"].append(run_episode(scene, RTHPolicy(rth, unnorm_key=KEY), task.instruction,
                                                   task.max_steps, seed=s, record_frames=False, rig=RIG).success)
-                oracle = OracleIntervener(task.expert(scene, "expert", s).act, specs[name])
+                # "conflict": a wrong direction or a missed gripper change, as a person watching would correct
+                oracle = OracleIntervener(task.expert(scene, "expert", s).act, specs[name], rule="conflict")
                 res, ep = run_and_record(scene, RTHPolicy(rth, intervener=oracle, unnorm_key=KEY), task.instruction,
                                          task.max_steps, seed=s, rig=RIG)
                 results["rth_intervened"].append(res.success)
@@ -123,7 +124,8 @@ def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec
         episodes = read_motion_episodes("rth_corrections", out)
         corrected = copy.deepcopy(rth)
         learn_corrections(corrected, episodes, TrainSettings(steps=args.correction_steps, batch_size=args.batch_size,
-                                                             lr=args.correction_lr, seed=args.seed))
+                                                             lr=args.correction_lr, seed=args.seed),
+                          unnorm_key=KEY)  # anchored: the action query replays what it executed
         for name, scene in scenes.items():
             task = get_task(name)
             for s in seeds:

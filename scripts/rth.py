@@ -74,12 +74,16 @@ class LearnCorrections:
     batch_size: int = 8
     lr: float = 3e-4
     seed: int = 0
+    unnorm_key: str | None = None  # statistics the anchor rows' actions are normalized with (if the base has several)
+    anchor: bool = True  # replay the episodes' executed actions on the action query, which shares every weight
 
     def run(self) -> None:
         from vla.rth.train import TrainSettings, learn_corrections_cli
 
         settings = TrainSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
-        print(f"wrote {learn_corrections_cli(self.base, self.corrections, self.out, self.weight, settings)}")
+        out = learn_corrections_cli(self.base, self.corrections, self.out, self.weight, settings, self.unnorm_key,
+                                    self.anchor)
+        print(f"wrote {out}")
 
 
 def main(argv: list[str]) -> int:

@@ -136,10 +136,19 @@ class OracleIntervener:
     compared per axis (`motion_axes`), so word order does not count as a disagreement.
     """
 
-    def __init__(self, expert: Callable[[Any, str], Any], spec: MotionSpec, patience: int = 2) -> None:
+    RULES = ("disagree", "conflict")
+
+    def __init__(self, expert: Callable[[Any, str], Any], spec: MotionSpec, patience: int = 2,
+                 rule: str = "disagree") -> None:
+        """`rule`: "disagree" overrides when any axis differs; "conflict" only when an axis moves the
+        opposite way or the expert's gripper change is missing (as a person corrects a wrong turn,
+        not a component too small to matter)."""
         if patience < 1:
             raise ValueError(f"patience must be >= 1, got {patience}")
+        if rule not in self.RULES:
+            raise ValueError(f"rule must be one of {self.RULES}, got {rule!r}")
         self.expert, self.spec, self.patience = expert, dataclasses.replace(spec, window=1), patience
+        self.rule = rule
         self.reset()
 
     def reset(self) -> None:
@@ -156,10 +165,17 @@ class OracleIntervener:
         self._previous = a
         return label_motions(np.stack([prev, a]), self.spec)[1]
 
+    def _agree(self, predicted: dict[str, int] | None, want: dict[str, int] | None) -> bool:
+        if self.rule == "disagree" or predicted is None or want is None:
+            return predicted == want
+        opposite = any(predicted[a] * want[a] < 0 for a in want)
+        gripper = want["gripper"] != 0 and predicted["gripper"] != want["gripper"]
+        return not (opposite or gripper)
+
     def correct(self, obs: Any, instruction: str, predicted_motion: str) -> str | None:
         """The expert's motion once the policy has disagreed with it `patience` steps in a row."""
         want = self.expert_motion(obs, instruction)
-        agree = motion_axes(predicted_motion, self.spec.words) == motion_axes(want, self.spec.words)
+        agree = self._agree(motion_axes(predicted_motion, self.spec.words), motion_axes(want, self.spec.words))
         self._streak = 0 if agree else self._streak + 1
         if self._streak >= self.patience:
             self.interventions += 1

@@ -213,12 +213,23 @@ def check_corrections(info: RTHInfo, episodes: Sequence[MotionEpisode]) -> None:
 
 
 def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: TrainSettings,
-                      weight: float = 50.0) -> list[float]:
-    """Retrain the motion query only on corrected episodes; overridden steps weigh `weight`."""
+                      weight: float = 50.0, unnorm_key: str | None = None, anchor: bool = True) -> list[float]:
+    """Retrain the motion query on corrected episodes; overridden steps weigh `weight`.
+
+    The two queries share every weight, so motion-query rows alone also move the action query: on
+    the WidowX benchmark 300 such steps took RT-H from 0.51 to 0.01 success. With `anchor`, the
+    checkpoint's share of action-query rows (its `mix`) replays the episodes' own executed actions
+    (normalized with `unnorm_key`'s statistics), which holds the action query where it was."""
     info = require_rth(model, "learn-corrections")
     check_corrections(info, episodes)
     if not weight > 0:
         raise MotionSpecError(f"--weight {weight} must be > 0")
+    normalized = None
+    if anchor:
+        _, stats = select_stats(model.norm_stats, unnorm_key)
+        normalized = [normalize_actions(ep.actions, stats) for ep in episodes]
+    n_motion = settings.batch_size if not anchor else max(1, int(round(info.mix * settings.batch_size)))
+    index = {id(ep): i for i, ep in enumerate(episodes)}
     rows = [(ep, t) for ep in episodes for t in range(len(ep.motions))]
     overridden = sum(s == OVERRIDE for ep in episodes for s in ep.sources or ())
     logger.info("learning corrections from %d episodes, %d steps, %d overridden", len(episodes), len(rows), overridden)
@@ -229,7 +240,10 @@ def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: T
         for _ in range(settings.steps):
             picks = [rows[i] for i in rng.integers(len(rows), size=settings.batch_size)]
             samples = []
-            for ep, t in picks:
+            for i, (ep, t) in enumerate(picks):
+                if i >= n_motion:  # anchor: the action query on what this checkpoint executed
+                    samples.append(Sample(ep.instruction, ep.motions[t], normalized[index[id(ep)]][t]))
+                    continue
                 ahead = min(t + info.lookahead, len(ep.motions) - 1)
                 w = weight if ep.sources[ahead] == OVERRIDE else 1.0
                 samples.append(Sample(ep.instruction, ep.motions[ahead], weight=w))
@@ -242,7 +256,8 @@ def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: T
 
 
 def learn_corrections_cli(base: pathlib.Path, corrections: pathlib.Path, out: pathlib.Path, weight: float = 50.0,
-                          settings: TrainSettings = TrainSettings()) -> pathlib.Path:
+                          settings: TrainSettings = TrainSettings(), unnorm_key: str | None = None,
+                          anchor: bool = True) -> pathlib.Path:
     """`vla rth learn-corrections`: every dataset under `corrections`, trained into a copy of `base` at `out`."""
     import vla
 
@@ -255,7 +270,7 @@ def learn_corrections_cli(base: pathlib.Path, corrections: pathlib.Path, out: pa
         raise CorrectionsError(f"{corrections} holds no datasets; pass the folder the corrected episodes were "
                                "recorded into (it holds <name>/<version>/)")
     episodes = [ep for name in names for ep in read_motion_episodes(name, corrections)]
-    learn_corrections(model, episodes, settings, weight)
+    learn_corrections(model, episodes, settings, weight, unnorm_key, anchor)
     model.save_pretrained(out)
     return pathlib.Path(out)
 

@@ -1,6 +1,7 @@
 """Interventions end to end: a served RT-H model, an OracleIntervener in MuJoCo, RLDS written and read."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 
@@ -19,9 +20,9 @@ from vla.data.rlds_writer import write_rlds
 from vla.data.statistics import compute_statistics
 from vla.rth.intervene import KeyboardIntervener, OracleIntervener, RTHPolicy, run_and_record
 from vla.rth.motions import MotionSpec
-from vla.rth.query import predict_actions_given, rth_info
+from vla.rth.query import predict_actions_given, predict_motions, rth_info
 from vla.rth.errors import CorrectionsError
-from vla.rth.train import (OVERRIDE, POLICY, TrainSettings, check_corrections, learn_corrections,
+from vla.rth.train import (OVERRIDE, POLICY, MotionEpisode, TrainSettings, check_corrections, learn_corrections,
                            read_motion_episodes)
 
 from rth_fixtures import COLOURS, MOTIONS, TASK
@@ -152,3 +153,36 @@ def test_robot_intervention_refuses_unknown_names_and_flat_servers(rth_model, se
     finally:
         flat.close()
         thread.join(timeout=10)
+
+
+def test_conflict_rule_overrides_wrong_directions_and_missed_gripper_changes_only():
+    moves = iter(np.array(a, float) for a in ([0.02, 0, 0, 0, 0, 0, 1],) * 8)  # the expert: forward, gripper open
+
+    def expert(obs, instruction):
+        return next(moves)
+
+    oracle = OracleIntervener(expert, SIM_SPEC, patience=1, rule="conflict")
+    assert oracle.correct(None, TASK, "move arm forward and move arm up") is None  # an extra axis: not a conflict
+    assert oracle.correct(None, TASK, "stop") is None  # too small to matter
+    assert oracle.correct(None, TASK, "move arm backward") == "move arm forward"  # the opposite way
+    strict = OracleIntervener(expert, SIM_SPEC, patience=1)
+    assert strict.correct(None, TASK, "move arm forward and move arm up") == "move arm forward"
+    with pytest.raises(ValueError, match="rule"):
+        OracleIntervener(expert, SIM_SPEC, rule="sometimes")
+
+
+def test_learning_corrections_keeps_the_action_query(rth_model):
+    image = COLOURS[0][None, None].repeat(32, 0).repeat(32, 1)
+    before = predict_actions_given(rth_model, [image], [TASK], [MOTIONS[0]])[0]
+    ep = MotionEpisode(instruction=TASK, images=np.stack([image] * 4), actions=np.tile(before, (4, 1)),
+                       motions=("move arm down",) * 4, sources=(OVERRIDE,) * 4,
+                       checkpoint_id=rth_info(rth_model).checkpoint_id)
+    anchored, loose = copy.deepcopy(rth_model), copy.deepcopy(rth_model)
+    settings = TrainSettings(steps=40, batch_size=6, lr=5e-3, seed=0)
+    learn_corrections(anchored, [ep], settings)
+    learn_corrections(loose, [ep], settings, anchor=False)
+    for model in (anchored, loose):
+        assert predict_motions(model, [image], [TASK])[0] == "move arm down"  # the correction is learnt
+    drift = {name: np.abs(predict_actions_given(m, [image], [TASK], [MOTIONS[0]])[0] - before).max()
+             for name, m in (("anchored", anchored), ("loose", loose))}
+    assert drift["anchored"] <= drift["loose"]
