@@ -166,6 +166,11 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"config": {k: str(v) for k, v in vars(args).items()}, "success": {}, "beta": {},
                      "train_loss": {}, "val_loss": {}, "wall_s": {}}
+    earlier = args.out / "eye_in_hand.json"
+    if earlier.is_file() and not args.train_only:  # a run for some tasks keeps the other tasks' results
+        kept = json.loads(earlier.read_text())
+        for key in ("success", "beta", "train_loss", "val_loss", "wall_s"):
+            results[key].update({t: v for t, v in kept.get(key, {}).items() if t not in args.tasks.split(",")})
     for label in args.tasks.split(","):
         task = TASKS[label]
         t0 = time.perf_counter()
