@@ -296,7 +296,13 @@ def main(args: Args) -> dict:
         arms[name] = {"success_rate": float(succ.mean()), "ci": wilson(int(succ.sum()), len(succ)),
                       "episodes": len(succ), "successes": int(succ.sum()),
                       "mean_steps": float(np.mean([e["steps"] for e in eps])),
+                      # an episode the policy stopped by raising counts as a failure; say how many there were
+                      "policy_errors": sum(e["reason"] == "policy_error" for e in eps),
                       "latency_ms": float(np.mean(lat)) if lat else None}
+    for name, arm in arms.items():
+        if arm["policy_errors"]:
+            print(f"WARNING {name}: {arm['policy_errors']} of {arm['episodes']} episodes stopped on a policy error "
+                  "(see the episode reasons); its success rate counts them as failures")
     vg, gr = (np.array([e["success"] for e in results[n]], float) for n in ("vgps", "greedy"))
     rk, sa = (np.array([e["success"] for e in results[n]], float) for n in ("random_k", "sampled"))
     report = {
