@@ -21,7 +21,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "robot": ("scripts.robot", "real robots: run, check"),
     "demo": ("scripts.demo", "collect, fine-tune, serve and evaluate end to end"),
     "vgps": ("scripts.vgps", "V-GPS value functions: train, score"),
-    "rth": ("scripts.rth", "RT-H language motions: label, learn-corrections"),
+    "rth": ("scripts.rth", "RT-H language motions: label, train, learn-corrections"),
 }
 
 

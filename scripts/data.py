@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
-import sys
 from typing import Annotated, Literal
 
 import tyro
 
+from scripts.subcommands import run_subcommands
 from vla.data.errors import DataError
 
 
@@ -65,12 +64,4 @@ class Convert:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cmd = tyro.extras.subcommand_cli_from_dict({"stats": Stats, "inspect": Inspect, "convert": Convert},
-                                               args=argv, prog="vla data")
-    try:
-        cmd.run()
-    except DataError as e:
-        print(f"vla data: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommands("vla data", {"stats": Stats, "inspect": Inspect, "convert": Convert}, (DataError,), argv)

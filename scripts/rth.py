@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
-import sys
 from typing import Annotated
 
 import tyro
 
+from scripts.subcommands import run_subcommands
 from vla.data.errors import DataError
 from vla.rth.errors import RTHError
 from vla.rth.label import LabelConfig, Signal
@@ -87,11 +86,5 @@ class LearnCorrections:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cmd = tyro.extras.subcommand_cli_from_dict({"label": Label, "train": Train, "learn-corrections": LearnCorrections}, args=argv, prog="vla rth")
-    try:
-        cmd.run()
-    except (RTHError, DataError) as e:
-        print(f"vla rth: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommands("vla rth", {"label": Label, "train": Train, "learn-corrections": LearnCorrections},
+                           (RTHError, DataError), argv)

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import pathlib
-import sys
 
 import tyro
 
 from robot.errors import RobotError
+from scripts.subcommands import run_subcommands
 from sim.errors import SimError
 
 
@@ -81,12 +80,4 @@ class Eval:
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cmd = tyro.extras.subcommand_cli_from_dict({"list": List, "collect": Collect, "eval": Eval},
-                                               args=argv, prog="vla sim")
-    try:
-        cmd.run()
-    except (SimError, RobotError) as e:
-        print(f"vla sim: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommands("vla sim", {"list": List, "collect": Collect, "eval": Eval}, (SimError, RobotError), argv)

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import pathlib
-import sys
 from typing import Annotated, Literal
 
 import tyro
 
+from scripts.subcommands import run_subcommands
 
 @dataclasses.dataclass(frozen=True)
 class Train:
@@ -65,11 +64,4 @@ def main(argv: list[str]) -> int:
     from vla.data.errors import DataError
     from vla.vgps.errors import VGPSError
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cmd = tyro.extras.subcommand_cli_from_dict({"train": Train, "score": Score}, args=argv, prog="vla vgps")
-    try:
-        cmd.run()
-    except (VGPSError, DataError) as e:
-        print(f"vla vgps: {type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return run_subcommands("vla vgps", {"train": Train, "score": Score}, (VGPSError, DataError), argv)
