@@ -35,6 +35,7 @@ from vla.model.multi_image import RIG_ROLES, set_image_roles  # noqa: E402
 from vla.model.normalization import ActionStats, normalize_actions  # noqa: E402
 from vla.model.openvla import OpenVLA, preset_tokenizer  # noqa: E402
 from vla.model.presets import get_preset  # noqa: E402
+from vla.train.loop import LrSchedule  # noqa: E402
 from vla.train.step import ActionLoss  # noqa: E402
 
 TASKS = {"pick_task": "widowx-pick-block", "bowl_task": "widowx-block-in-bowl"}
@@ -104,9 +105,7 @@ def pixel_values(model: OpenVLA, demos: Demos, idx: np.ndarray) -> torch.Tensor:
 def train(model: OpenVLA, demos: Demos, steps: int, batch: int, lr: float, seed: int) -> float:
     """Full fine-tuning with Adam on shuffled frames (same order for every rig); returns the last loss."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-    warm = min(WARMUP, steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: (i + 1) / warm if i < warm else
-                                              0.5 * (1 + np.cos(np.pi * (i - warm) / max(1, steps - warm))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, LrSchedule(min(WARMUP, steps), steps, "cosine"))
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     model.train()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import pathlib
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -22,6 +21,7 @@ from vla.model.normalization import normalize_actions, select_stats
 from vla.rth.errors import CorrectionsError, MissingMotionsError, MotionSpecError
 from vla.rth.label import MOTION_FIELD
 from vla.rth.query import RTHInfo, Sample, encode_samples, require_rth, set_rth_info, weighted_loss
+from vla.train.loop import LrSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -135,18 +135,9 @@ def _optimizer(model: Any, settings: TrainSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=settings.lr, weight_decay=0.0)
 
 
-def _lr_factor(step: int, settings: TrainSettings) -> float:
-    if step < settings.warmup_steps:
-        return (step + 1) / settings.warmup_steps
-    if settings.schedule == "constant":
-        return 1.0
-    progress = (step - settings.warmup_steps) / max(1, settings.steps - settings.warmup_steps)
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
 def _run(model: Any, batches, settings: TrainSettings, what: str) -> list[float]:
     opt = _optimizer(model, settings)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: _lr_factor(step, settings))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, LrSchedule(settings.warmup_steps, settings.steps, settings.schedule))
     model.train()
     losses = []
     for step, (images, batch) in enumerate(batches):
