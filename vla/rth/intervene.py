@@ -66,6 +66,11 @@ class RTHPolicy:
         self.motions: list[str] = []
         self.sources: list[str] = []
         self.pending: collections.deque[str] = collections.deque()  # motions predicted for the coming steps
+        self.lookahead = 0  # a server runs the motion query on each request's own image
+        if model is not None:
+            from vla.rth.query import require_rth
+
+            self.lookahead = require_rth(model, "an RT-H policy").lookahead
 
     def reset(self) -> None:
         """Start a new episode's record."""
@@ -74,26 +79,30 @@ class RTHPolicy:
         if self.intervener is not None:
             self.intervener.reset()
 
-    def _lookahead(self) -> int:
-        from vla.rth.query import require_rth
-
-        return 0 if self.client is not None else require_rth(self.model, "an RT-H policy").lookahead
-
-    def _act_lookahead(self, obs: Any, instruction: str, key: str | None, lookahead: int) -> StepOutput:
+    def _act_lookahead(self, obs: Any, instruction: str, key: str | None) -> StepOutput:
         from vla.rth.query import predict_lookahead, predict_motions
 
         image = obs.images[self.camera]
         if not self.pending:  # episode start: the query's first answer stands in for the steps before it
-            self.pending.extend(predict_motions(self.model, [image], [instruction]) * lookahead)
-        motion, source = self.pending.popleft(), POLICY
-        override = self.intervener.correct(obs, instruction, motion) if self.intervener is not None else None
-        if override is not None and override.strip().lower() != motion.strip().lower():
-            motion, source = check_motion(override), OVERRIDE
+            self.pending.extend(predict_motions(self.model, [image], [instruction]) * self.lookahead)
+        predicted = self.pending.popleft()
+        override = self._override(obs, instruction, predicted)
+        motion = predicted if override is None else override
         actions, upcoming = predict_lookahead(self.model, [image], [instruction], [motion], key)
         self.pending.append(upcoming[0])
+        return self._record(actions[0], motion, POLICY if override is None else OVERRIDE)
+
+    def _override(self, obs: Any, instruction: str, predicted: str) -> str | None:
+        """The intervener's motion when it differs from the policy's `predicted` one, else None."""
+        override = self.intervener.correct(obs, instruction, predicted) if self.intervener is not None else None
+        if override is None or override.strip().lower() == predicted.strip().lower():
+            return None
+        return check_motion(override)
+
+    def _record(self, action: Any, motion: str, source: str) -> StepOutput:
         self.motions.append(motion)
         self.sources.append(source)
-        return StepOutput(np.asarray(actions[0], np.float32), motion, source)
+        return StepOutput(np.asarray(action, np.float32), motion, source)
 
     def _predict(self, obs: Any, instruction: str, motion: str | None, key: str | None) -> tuple[np.ndarray, str]:
         if self.client is not None:
@@ -107,18 +116,14 @@ class RTHPolicy:
     def act(self, obs: Any, instruction: str, unnorm_key: str | None = None) -> StepOutput:
         """One step; the override (if any) replaces the motion and the action query is re-run with it."""
         key = unnorm_key if unnorm_key is not None else self.unnorm_key
-        lookahead = self._lookahead()
-        if lookahead > 0:
-            return self._act_lookahead(obs, instruction, key, lookahead)
+        if self.lookahead > 0:
+            return self._act_lookahead(obs, instruction, key)
         action, motion = self._predict(obs, instruction, None, key)
-        source = POLICY
-        override = self.intervener.correct(obs, instruction, motion) if self.intervener is not None else None
-        if override is not None and override.strip().lower() != motion.strip().lower():
-            action, motion = self._predict(obs, instruction, check_motion(override), key)
-            source = OVERRIDE
-        self.motions.append(motion)
-        self.sources.append(source)
-        return StepOutput(np.asarray(action, np.float32), motion, source)
+        override = self._override(obs, instruction, motion)
+        if override is None:
+            return self._record(action, motion, POLICY)
+        action, motion = self._predict(obs, instruction, override, key)
+        return self._record(action, motion, OVERRIDE)
 
     def extras(self, steps: int) -> dict[str, list[str]]:
         """The per-step record of the last `steps` actions, for `Episode.extras`."""
