@@ -45,7 +45,10 @@ class Args:
     tasks: tuple[str, ...] = ("widowx-push-left", "widowx-pick-block")
     # the demo's recipe (README, "Measured levers"): fewer demos or steps leave a tiny policy blind to the block
     demos: int = 400  # scripted demos per task (20% held out for the offline figures)
-    train_steps: int = 3000
+    train_steps: int = 3000  # the flat policy's steps
+    rth_train_steps: int = 0  # RT-H's; 0: as many action-query rows as the flat policy sees (train_steps / (1 - mix))
+    rth_mix: float = 0.5  # share of motion-query rows in RT-H's batches
+    window: int = 3  # labelling window (steps per motion); 1 phrases each step's own action
     correction_steps: int = 300
     corrections_per_task: int = 30  # at most this many intervened episodes are learnt from
     batch_size: int = 32
@@ -151,7 +154,7 @@ def main(args: Args) -> dict:
         collect(CollectConfig(task=name, episodes=args.demos, out=args.out, seed=args.seed, image_size=args.image_size,
                               rig=RIG, overwrite=True))
         report = label_dataset(dataset_name(name), args.out, args.out,
-                               LabelConfig(native_actions_are_eef_delta=True), overwrite=True)
+                               LabelConfig(window=args.window, native_actions_are_eef_delta=True), overwrite=True)
         specs[name] = report.spec
         episodes = read_motion_episodes(report.path.parent.name, args.out)
         cut = max(1, int(round(0.8 * len(episodes))))
@@ -160,7 +163,8 @@ def main(args: Args) -> dict:
         print(f"{name}: {report.steps} demo steps, {len(report.counts)} distinct motions")
     stats = statistics_from_arrays(np.concatenate([e.actions for e in train]), mask=[True] * 6 + [False])
     models = {}
-    for kind, mix in (("flat", 0.0), ("rth", 0.5)):
+    rth_steps = args.rth_train_steps or int(round(args.train_steps / (1 - args.rth_mix)))
+    for kind, mix, steps in (("flat", 0.0, args.train_steps), ("rth", args.rth_mix, rth_steps)):
         saved = args.out / "models" / kind  # a rerun evaluates the policies it already trained
         if (saved / "config.json").is_file():
             models[kind] = vla.OpenVLA.from_pretrained(saved)
@@ -172,10 +176,10 @@ def main(args: Args) -> dict:
             model = vla.OpenVLA.from_pretrained(args.base)
             model.norm_stats = {**model.norm_stats, KEY: stats}
         t0 = time.perf_counter()
-        losses = train_policy(model, train, TrainSettings(steps=args.train_steps, batch_size=args.batch_size,
+        losses = train_policy(model, train, TrainSettings(steps=steps, batch_size=args.batch_size,
                                                           lr=args.lr, mix=mix, seed=args.seed,
                                                           warmup_steps=args.warmup_steps, schedule="cosine"), KEY)
-        print(f"{kind}: {args.train_steps} steps in {time.perf_counter() - t0:.0f} s, final loss "
+        print(f"{kind}: {steps} steps in {time.perf_counter() - t0:.0f} s, final loss "
               f"{np.mean(losses[-20:]):.3f}", flush=True)
         model.save_pretrained(saved)
         models[kind] = model
