@@ -28,6 +28,7 @@ import torch
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from sim.collect import CollectConfig, collect, dataset_name  # noqa: E402
+from sim.demo import BASE_SEED, BASE_TASKS  # noqa: E402
 from sim.evaluate import CheckpointPolicy, EvalConfig, compare, evaluate  # noqa: E402
 from sim.perturbations import CONDITIONS, SHIFT_CONDITIONS  # noqa: E402
 from vla.data import compute_statistics, load_frames  # noqa: E402
@@ -47,6 +48,7 @@ RENDER_SIZE = 112  # pixels the scene renders (demos and evaluation alike) = the
 VAL_FRACTION = 0.15  # demo episodes kept for choosing beta
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEMO_BASE = REPO / "sim" / "assets" / "demo_base"  # the demo's pre-trained base (tiny, 112 px; `vla demo`)
+BASE_LR = 1e-3  # the demo base's own pre-training rate (`vla demo pretrain-base`)
 WARMUP = 20  # optimizer steps of linear warmup before the cosine decay (the demo's schedule)
 
 
@@ -57,19 +59,35 @@ class Demos:
     images: dict[str, np.ndarray]
     actions: np.ndarray
     episode: np.ndarray
-    instruction: str
+    instructions: np.ndarray  # one per frame
     norm_stats: dict
 
     def take(self, mask: np.ndarray) -> "Demos":
         return Demos({r: x[mask] for r, x in self.images.items()}, self.actions[mask], self.episode[mask],
-                     self.instruction, self.norm_stats)
+                     self.instructions[mask], self.norm_stats)
+
+    def views_as_primary(self) -> "Demos":
+        """Every frame twice, once per camera, as the one image `primary` of a single-image model."""
+        twice = lambda x: np.concatenate([x, x])  # noqa: E731
+        return Demos({"primary": np.concatenate([self.images["primary"], self.images["wrist"]])},
+                     twice(self.actions), twice(self.episode), twice(self.instructions), self.norm_stats)
 
 
-def collect_demos(task: str, episodes: int, data_dir: pathlib.Path) -> Demos:
-    """Scripted expert demos with both cameras, written as RLDS and read back."""
+def concat(parts: list[Demos]) -> Demos:
+    """Several tasks' demos as one set (episode ids kept apart per part)."""
+    return Demos({r: np.concatenate([d.images[r] for d in parts]) for r in parts[0].images},
+                 np.concatenate([d.actions for d in parts]),
+                 np.concatenate([np.char.add(f"{i}/", d.episode.astype(str)) for i, d in enumerate(parts)]),
+                 np.concatenate([d.instructions for d in parts]),
+                 {k: v for d in parts for k, v in d.norm_stats.items()})
+
+
+def collect_demos(task: str, episodes: int, data_dir: pathlib.Path, seed: int = 0) -> Demos:
+    """Scripted expert demos with both cameras (episode i reset with seed + i), written as RLDS and read back."""
     name = dataset_name(task)
     if not (data_dir / name).exists():
-        collect(CollectConfig(task=task, episodes=episodes, out=data_dir, image_size=RENDER_SIZE, rig="both"))
+        collect(CollectConfig(task=task, episodes=episodes, out=data_dir, image_size=RENDER_SIZE, rig="both",
+                              seed=seed))
     stats = compute_statistics(name, data_dir)
     frames = list(load_frames(name, data_dir))
     action_stats = ActionStats.from_dict(stats["action"], where=name)
@@ -77,7 +95,7 @@ def collect_demos(task: str, episodes: int, data_dir: pathlib.Path) -> Demos:
         images={r: np.stack([f["images"][r] for f in frames]) for r in ("primary", "wrist")},
         actions=normalize_actions(np.stack([f["action"] for f in frames]), action_stats).astype(np.float32),
         episode=np.array([f["episode_id"] for f in frames]),
-        instruction=str(frames[0]["instruction"]),
+        instructions=np.array([str(f["instruction"]) for f in frames]),
         norm_stats={name: stats},
     )
 
@@ -113,7 +131,7 @@ def train(model: OpenVLA, demos: Demos, steps: int, batch: int, lr: float, seed:
     step = ActionLoss(model)  # the fine-tuning loss: lm_head on the action positions only (~20x cheaper)
     for _ in range(steps):
         idx = rng.choice(len(demos.actions), batch, replace=False)
-        enc = model.processor.encode_training([demos.instruction] * batch, demos.actions[idx])
+        enc = model.processor.encode_training(list(demos.instructions[idx]), demos.actions[idx])
         loss, _, _ = step(pixel_values(model, demos, idx), enc["input_ids"], enc["attention_mask"], enc["labels"])
         opt.zero_grad()
         loss.backward()
@@ -125,13 +143,35 @@ def train(model: OpenVLA, demos: Demos, steps: int, batch: int, lr: float, seed:
     return loss
 
 
+def two_view_base(base: str, out: pathlib.Path, episodes: int, steps: int, batch: int, lr: float, seed: int) -> str:
+    """`base` trained on, per frame, both cameras' views of the demo base's own tasks (as `primary`).
+
+    The shipped base saw only the wrist view, so the third-person rigs started from features that had
+    never seen the shoulder camera (third_person: 1/30 in distribution after 2400 steps). This base
+    sees both views of BASE_TASKS (not the pick task), at the base's seeds; every rig starts from it."""
+    folder = out / "two_view_base"
+    if (folder / "config.json").is_file():
+        print(f"two-view base loaded from {folder}")
+        return str(folder)
+    t = time.perf_counter()
+    demos = concat([collect_demos(task, episodes, out / "base_data", seed=BASE_SEED)
+                    for task in BASE_TASKS]).views_as_primary()
+    model = OpenVLA.from_pretrained(base)
+    model.norm_stats = {**model.norm_stats, **demos.norm_stats}
+    loss = train(model, demos, steps, batch, lr, seed)
+    model.save_pretrained(folder)
+    print(f"two-view base: {steps} steps on {len(demos.actions)} frames (both views of {list(BASE_TASKS)}), "
+          f"final loss {loss:.3f} ({time.perf_counter() - t:.0f} s)")
+    return str(folder)
+
+
 @torch.no_grad()
 def validation_loss(model: OpenVLA, demos: Demos, batch: int) -> float:
     """Mean action-token cross-entropy (no KL term) over the validation frames, evaluated on mu."""
     losses, step = [], ActionLoss(model)
     for start in range(0, len(demos.actions), batch):
         idx = np.arange(start, min(start + batch, len(demos.actions)))
-        enc = model.processor.encode_training([demos.instruction] * len(idx), demos.actions[idx])
+        enc = model.processor.encode_training(list(demos.instructions[idx]), demos.actions[idx])
         _, logits, targets = step(pixel_values(model, demos, idx), enc["input_ids"], enc["attention_mask"],
                                   enc["labels"])
         losses.append(float(torch.nn.functional.cross_entropy(logits, targets)) * len(idx))
@@ -150,6 +190,10 @@ def main() -> int:
     p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warmup, then cosine to 0)")
     p.add_argument("--base", default=str(DEMO_BASE), help="init checkpoint folder, or 'random' (tiny preset)")
     p.add_argument("--image-size", type=int, default=112, help="model input side of a random base")
+    p.add_argument("--two-view-steps", type=int, default=0,
+                   help="first train --base this many steps on both cameras' views of the base's own tasks "
+                        "(0: start every rig from --base as it is)")
+    p.add_argument("--two-view-episodes", type=int, default=150, help="demos per base task for --two-view-steps")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on 2 shared cores)")
     p.add_argument("--betas", default="1e-4,1e-3,1e-2,1e-1", help="VIB weights tried for both-vib")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"subset of {list(TASKS)}")
@@ -161,6 +205,9 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     betas = [float(b) for b in args.betas.split(",")]
+    if args.two_view_steps:
+        args.base = two_view_base(args.base, args.out, args.two_view_episodes, args.two_view_steps, args.batch,
+                                  BASE_LR, args.seed)
     conditions = args.conditions.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"config": {k: str(v) for k, v in vars(args).items()}, "success": {}, "beta": {},
