@@ -24,7 +24,14 @@ PRIMARY = "primary"  # the camera role a single-image model is given (as robot.r
 SAMPLING_OPTIONS = {"n_samples": f"int 1..{MAX_SAMPLES}: return that many sampled candidates",
                     "temperature": "float > 0: sampling temperature"}
 RTH_KEY = "rth"  # config.json table of an RT-H checkpoint
-RTH_OPTIONS = {"motion": "str: an RT-H motion (e.g. 'move arm left') that replaces the motion query's answer"}
+RTH_OPTIONS = {
+    "motion": "str: an RT-H motion (e.g. 'move arm left') that replaces the motion query's answer",
+    "planned_motion": "str: the next_motion an earlier reply gave for this step; the action query follows it "
+                      "(motion_source 'policy') and the motion query does not run on this image first",
+    "lookahead": "bool: also answer next_motion, the motion query for the step ahead, batched with the action "
+                 "query (RT-H's deployment; send it back as planned_motion)",
+}
+MOTION_OPTIONS = ("motion", "planned_motion")  # words for the action query: an override or the policy's own plan
 
 
 class ServedPolicy(Protocol):
@@ -163,13 +170,19 @@ class ModelPolicy:
                 f"this model takes {wanted}; the request sent "
                 f"{sorted(request.images)}. Key images by role (robot.rigs.apply_rig maps camera names to roles; "
                 f"the rig that fits: {_rig_for(self.roles)})")
-        if "motion" in request.options:
-            motion = request.options["motion"]
-            if self.rth is None:
-                raise InvalidRequestError("option 'motion' needs an RT-H checkpoint (fine-tuned with --rth); this one "
-                                          "has no motion query: drop the option or serve an RT-H checkpoint")
-            if not isinstance(motion, str) or not motion.strip():
-                raise InvalidRequestError(f"option motion={motion!r} must be non-empty words such as 'move arm left'")
+        rth_asked = [k for k in (*MOTION_OPTIONS, "lookahead") if k in request.options]
+        if rth_asked and self.rth is None:
+            raise InvalidRequestError(f"option {rth_asked[0]!r} needs an RT-H checkpoint (fine-tuned with --rth); this "
+                                      "one has no motion query: drop the option or serve an RT-H checkpoint")
+        for name in MOTION_OPTIONS:
+            motion = request.options.get(name)
+            if name in request.options and (not isinstance(motion, str) or not motion.strip()):
+                raise InvalidRequestError(f"option {name}={motion!r} must be non-empty words such as 'move arm left'")
+        if all(k in request.options for k in MOTION_OPTIONS):
+            raise InvalidRequestError("options motion (an override) and planned_motion (the policy's own plan) "
+                                      "both name this step's motion; send one")
+        if not isinstance(request.options.get("lookahead", False), bool):
+            raise InvalidRequestError(f"option lookahead={request.options['lookahead']!r} must be true or false")
         _check_options(request.options, self.options)
         key = request.unnorm_key or self.default_unnorm_key
         if key is not None and key not in self.model.norm_stats:
@@ -201,17 +214,23 @@ class ModelPolicy:
         return {role: request.images[role] for role in self.roles}
 
     def _act_rth(self, requests: Sequence[ActRequest], key: str | None) -> list[dict[str, Any]]:
-        """Motion query (unless the batch's `motion` option overrides it), then the action query."""
-        from vla.rth.query import predict_actions_given, predict_motions
+        """Motion query (unless the batch's options give the motion), then the action query; with
+        `lookahead`, the next motion query runs in the same batch as the action query."""
+        from vla.rth.query import predict_actions_given, predict_lookahead, predict_motions
 
         images = [r.images[self.camera] for r in requests]
         instructions = [r.instruction for r in requests]
-        override = requests[0].options.get("motion")  # optional; equal within a batch (it is in batch_key)
-        motions = [override] * len(requests) if override is not None else predict_motions(self.model, images,
-                                                                                           instructions)
-        actions = predict_actions_given(self.model, images, instructions, motions, unnorm_key=key)
+        options = requests[0].options  # equal within a batch (they are in batch_key)
+        override = options.get("motion")
+        given = override if override is not None else options.get("planned_motion")
+        motions = [given] * len(requests) if given is not None else predict_motions(self.model, images, instructions)
         source = "policy" if override is None else "override"
-        return [{"action": a, "motion": m, "motion_source": source} for a, m in zip(actions, motions)]
+        if not options.get("lookahead", False):
+            actions = predict_actions_given(self.model, images, instructions, motions, unnorm_key=key)
+            return [{"action": a, "motion": m, "motion_source": source} for a, m in zip(actions, motions)]
+        actions, upcoming = predict_lookahead(self.model, images, instructions, motions, unnorm_key=key)
+        return [{"action": a, "motion": m, "motion_source": source, "next_motion": n}
+                for a, m, n in zip(actions, motions, upcoming)]
 
     def reset(self) -> None:
         """OpenVLA is memoryless per step; nothing to forget."""

@@ -49,12 +49,13 @@ class StepOutput:
 class RTHPolicy:
     """A `robot.Policy`: motion query (or an intervention), then the action query.
 
-    In process, a checkpoint trained with look-ahead L (RT-H: 1) has its motion query answer for the
-    step L ahead: step t acts on the motion predicted at step t - L, and the action query for it and
-    the next motion query run as one batch (`predict_lookahead`), as RT-H deploys it. Asking the
-    query about step t + 1 and acting on the answer at step t put every motion a step early (the
-    tiny pick-block policy closed its gripper before reaching the block). Through a server
-    (`client=`), each request runs the motion query on its own image.
+    A checkpoint trained with look-ahead L (RT-H: 1) has its motion query answer for the step L
+    ahead: step t acts on the motion predicted at step t - L, and the action query for it and the
+    next motion query run as one batch (`predict_lookahead`), as RT-H deploys it. Asking the query
+    about step t + 1 and acting on the answer at step t put every motion a step early (the tiny
+    pick-block policy closed its gripper before reaching the block). Through a server (`client=`)
+    the same happens there: each request sends the planned motion and asks for the next one
+    (options `planned_motion`, `lookahead`; the server keeps no state between requests).
     """
 
     def __init__(self, model: Any = None, *, client: Any = None, intervener: Intervener | None = None,
@@ -66,11 +67,12 @@ class RTHPolicy:
         self.motions: list[str] = []
         self.sources: list[str] = []
         self.pending: collections.deque[str] = collections.deque()  # motions predicted for the coming steps
-        self.lookahead = 0  # a server runs the motion query on each request's own image
         if model is not None:
             from vla.rth.query import require_rth
 
             self.lookahead = require_rth(model, "an RT-H policy").lookahead
+        else:  # a server that does not say (a flat one) gets the plain path, and its reply names what it lacks
+            self.lookahead = int(client.metadata().get("rth", {}).get("lookahead", 0))
 
     def reset(self) -> None:
         """Start a new episode's record."""
@@ -80,17 +82,34 @@ class RTHPolicy:
             self.intervener.reset()
 
     def _act_lookahead(self, obs: Any, instruction: str, key: str | None) -> StepOutput:
-        from vla.rth.query import predict_lookahead, predict_motions
-
-        image = obs.images[self.camera]
         if not self.pending:  # episode start: the query's first answer stands in for the steps before it
-            self.pending.extend(predict_motions(self.model, [image], [instruction]) * self.lookahead)
+            self.pending.extend([self._motion_query(obs, instruction, key)] * self.lookahead)
         predicted = self.pending.popleft()
         override = self._override(obs, instruction, predicted)
         motion = predicted if override is None else override
-        actions, upcoming = predict_lookahead(self.model, [image], [instruction], [motion], key)
-        self.pending.append(upcoming[0])
-        return self._record(actions[0], motion, POLICY if override is None else OVERRIDE)
+        action, upcoming = self._act_and_look_ahead(obs, instruction, motion, override is not None, key)
+        self.pending.append(upcoming)
+        return self._record(action, motion, POLICY if override is None else OVERRIDE)
+
+    def _motion_query(self, obs: Any, instruction: str, key: str | None) -> str:
+        """The motion query on this observation alone."""
+        if self.client is not None:  # the reply's action is not used: the plan's batched call follows
+            return self.client.act(obs, instruction, unnorm_key=key).motion
+        from vla.rth.query import predict_motions
+
+        return predict_motions(self.model, [obs.images[self.camera]], [instruction])[0]
+
+    def _act_and_look_ahead(self, obs: Any, instruction: str, motion: str, overridden: bool,
+                            key: str | None) -> tuple[np.ndarray, str]:
+        """(action for `motion`, the motion query's answer for the step ahead), one batched call."""
+        if self.client is not None:
+            options = {"lookahead": True, ("motion" if overridden else "planned_motion"): motion}
+            reply = self.client.act(obs, instruction, unnorm_key=key, options=options)
+            return np.asarray(reply.action), reply.next_motion
+        from vla.rth.query import predict_lookahead
+
+        actions, upcoming = predict_lookahead(self.model, [obs.images[self.camera]], [instruction], [motion], key)
+        return actions[0], upcoming[0]
 
     def _override(self, obs: Any, instruction: str, predicted: str) -> str | None:
         """The intervener's motion when it differs from the policy's `predicted` one, else None."""

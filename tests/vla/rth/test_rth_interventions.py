@@ -14,6 +14,7 @@ from serving.client import PolicyClient
 from serving.errors import RequestRejectedError
 from serving.policies import ModelPolicy
 from serving.server import PolicyServer
+from robot.types import Observation
 from sim.config import SceneOptions
 from sim.registry import get_task
 from vla.data.rlds_writer import write_rlds
@@ -53,6 +54,56 @@ def test_served_override_reaches_the_action_query(rth_model, served):
                                        rtol=1e-6)
         with pytest.raises(RequestRejectedError, match="non-empty"):
             client.act(images={"primary": image}, instruction=TASK, options={"motion": " "})
+
+
+class _ScriptedIntervener:
+    """Overrides at the listed steps with the given motion (a person's typed corrections, scripted)."""
+
+    def __init__(self, at: dict[int, str]) -> None:
+        self.at, self.step = at, 0
+
+    def reset(self) -> None:
+        self.step = 0
+
+    def correct(self, obs, instruction, predicted_motion):
+        self.step += 1
+        return self.at.get(self.step - 1)
+
+
+def test_served_policy_looks_ahead_as_the_in_process_one(rth_model, served):
+    """Through a server, step t acts on the motion predicted at t - 1, as in process (same actions and motions)."""
+    frames = [COLOURS[k][None, None].repeat(32, 0).repeat(32, 1) for k in (0, 1, 1, 2, 0)]
+    observations = [Observation({"primary": f}, None, float(t)) for t, f in enumerate(frames)]
+    runs = []
+    with PolicyClient(served.address, timeout_s=60) as client:
+        assert client.metadata()["rth"]["lookahead"] == 1
+        for kind in ("model", "client"):
+            where = {"model": rth_model} if kind == "model" else {"client": client}
+            policy = RTHPolicy(**where, intervener=_ScriptedIntervener({3: "move arm up"}))
+            policy.reset()
+            runs.append([policy.act(o, TASK) for o in observations])
+    local, remote = runs
+    assert [s.motion for s in remote] == [s.motion for s in local]
+    assert [s.motion_source for s in remote] == [s.motion_source for s in local]
+    np.testing.assert_allclose(np.stack([s.action for s in remote]), np.stack([s.action for s in local]), rtol=1e-6)
+    # look-ahead: step 2 (green) acts on the motion its green predecessor predicted; step 4 (red) on blue's plan
+    assert local[0].motion == MOTIONS[0] and local[2].motion == MOTIONS[1]
+    assert local[3].motion_source == OVERRIDE and local[3].motion == "move arm up"
+    assert local[4].motion == MOTIONS[2]
+
+
+def test_served_rth_options_refuse_contradictions(rth_model, served):
+    image = COLOURS[0][None, None].repeat(32, 0).repeat(32, 1)
+    with PolicyClient(served.address, timeout_s=60) as client:
+        with pytest.raises(RequestRejectedError, match="send one"):
+            client.act(images={"primary": image}, instruction=TASK,
+                       options={"motion": "move arm up", "planned_motion": "move arm left"})
+        with pytest.raises(RequestRejectedError, match="true or false"):
+            client.act(images={"primary": image}, instruction=TASK, options={"lookahead": 1})
+        with pytest.raises(RequestRejectedError, match="planned_motion"):
+            client.act(images={"primary": image}, instruction=TASK, options={"planned_motion": ""})
+        reply = client.act(images={"primary": image}, instruction=TASK, options={"lookahead": True})
+        assert reply.motion == MOTIONS[0] and reply.next_motion == MOTIONS[0]  # red now, red ahead
 
 
 def test_motion_option_refused_by_a_flat_checkpoint(rth_model):
