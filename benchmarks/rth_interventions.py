@@ -49,6 +49,7 @@ class Args:
     rth_train_steps: int = 0  # RT-H's; 0: as many action-query rows as the flat policy sees (train_steps / (1 - mix))
     rth_mix: float = 0.5  # share of motion-query rows in RT-H's batches
     window: int = 3  # labelling window (steps per motion); 1 phrases each step's own action
+    swap: float = 0.0  # share of RT-H's action-query rows trained on a swapped motion (vla.rth.train)
     correction_steps: int = 300
     corrections_per_task: int = 30  # at most this many intervened episodes are learnt from
     batch_size: int = 32
@@ -178,6 +179,7 @@ def main(args: Args) -> dict:
         t0 = time.perf_counter()
         losses = train_policy(model, train, TrainSettings(steps=steps, batch_size=args.batch_size,
                                                           lr=args.lr, mix=mix, seed=args.seed,
+                                                          swap=args.swap if mix else 0.0,
                                                           warmup_steps=args.warmup_steps, schedule="cosine"), KEY)
         print(f"{kind}: {steps} steps in {time.perf_counter() - t0:.0f} s, final loss "
               f"{np.mean(losses[-20:]):.3f}", flush=True)
