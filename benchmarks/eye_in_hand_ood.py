@@ -213,10 +213,12 @@ def main() -> int:
     results: dict = {"config": {k: str(v) for k, v in vars(args).items()}, "success": {}, "beta": {},
                      "train_loss": {}, "val_loss": {}, "wall_s": {}}
     earlier = args.out / "eye_in_hand.json"
-    if earlier.is_file() and not args.train_only:  # a run for some tasks keeps the other tasks' results
-        kept = json.loads(earlier.read_text())
-        for key in ("success", "beta", "train_loss", "val_loss", "wall_s"):
-            results[key].update({t: v for t, v in kept.get(key, {}).items() if t not in args.tasks.split(",")})
+    if earlier.is_file() and not args.train_only:  # a run for some tasks or rigs keeps the others' results
+        kept, rigs = json.loads(earlier.read_text()), args.rigs.split(",")
+        for key in ("success", "beta", "train_loss", "val_loss"):
+            for t, per_rig in kept.get(key, {}).items():
+                results[key][t] = {r: v for r, v in per_rig.items() if t not in args.tasks.split(",") or r not in rigs}
+        results["wall_s"].update({t: v for t, v in kept.get("wall_s", {}).items() if t not in args.tasks.split(",")})
     for label in args.tasks.split(","):
         task = TASKS[label]
         t0 = time.perf_counter()
@@ -270,8 +272,9 @@ def main() -> int:
         results["wall_s"][label] = time.perf_counter() - t0
         (args.out / "eye_in_hand.json").write_text(json.dumps(results, indent=2))
         if "id" in conditions:
-            compare([args.out / "eval" / label / rig / "id" / "summary.json" for rig in models],
-                    args.out / f"{label}_id.png", labels=list(models))
+            shown = [r for r in RIGS if (args.out / "eval" / label / r / "id" / "summary.json").is_file()]
+            compare([args.out / "eval" / label / rig / "id" / "summary.json" for rig in shown],
+                    args.out / f"{label}_id.png", labels=shown)
         plot_shifts(table, conditions, args.out / f"{label}_shift.png", task)
     report(results)
     return 0
