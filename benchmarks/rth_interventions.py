@@ -50,6 +50,10 @@ class Args:
     rth_mix: float = 0.5  # share of motion-query rows in RT-H's batches
     window: int = 3  # labelling window (steps per motion); 1 phrases each step's own action
     swap: float = 0.0  # share of RT-H's action-query rows trained on a swapped motion (vla.rth.train)
+    # OracleIntervener rules, one online arm each; the first gives rth_intervened and the corrections.
+    # "disagree" is the issue's oracle (any axis differs for 2 steps); "conflict" only a wrong direction
+    # or a missed gripper change
+    oracle_rules: tuple[str, ...] = ("disagree", "conflict")
     correction_steps: int = 300
     corrections_per_task: int = 30  # at most this many intervened episodes are learnt from
     batch_size: int = 32
@@ -101,8 +105,9 @@ def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec
     The oracle labels the expert's next action with `specs[task]`, the thresholds that labelled the
     task's training data: its phrases are the ones the action query learnt (absolute thresholds of
     our own choosing made it phrase motions the model had never seen, and follow them badly)."""
-    results = {k: [] for k in ("flat", "rth", "rth_intervened", "rth_corrected")}
-    interventions, corrections = [], []
+    arms = ["rth_intervened", *(f"rth_intervened_{r}" for r in args.oracle_rules[1:])]
+    results = {k: [] for k in ("flat", "rth", *arms, "rth_corrected")}
+    interventions, corrections = {arm: [] for arm in arms}, []
     seeds = [10_000 + args.seed * 1000 + i for i in range(args.episodes)]
     scenes = {t: get_task(t).make(seed=args.seed, options=SceneOptions(rig=RIG, image_size=args.image_size))
               for t in args.tasks}
@@ -114,14 +119,15 @@ def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec
                                                    seed=s, record_frames=False, rig=RIG).success)
                 results["rth"].append(run_episode(scene, RTHPolicy(rth, unnorm_key=KEY), task.instruction,
                                                   task.max_steps, seed=s, record_frames=False, rig=RIG).success)
-                # "conflict": a wrong direction or a missed gripper change, as a person watching would correct
-                oracle = OracleIntervener(task.expert(scene, "expert", s).act, specs[name], rule="conflict")
-                res, ep = run_and_record(scene, RTHPolicy(rth, intervener=oracle, unnorm_key=KEY), task.instruction,
-                                         task.max_steps, seed=s, rig=RIG)
-                results["rth_intervened"].append(res.success)
-                interventions.append(oracle.interventions)
-                if len([c for c in corrections if c.instruction == task.instruction]) < args.corrections_per_task:
-                    corrections.append(ep)
+                for arm, rule in zip(arms, args.oracle_rules):
+                    oracle = OracleIntervener(task.expert(scene, "expert", s).act, specs[name], rule=rule)
+                    res, ep = run_and_record(scene, RTHPolicy(rth, intervener=oracle, unnorm_key=KEY),
+                                             task.instruction, task.max_steps, seed=s, rig=RIG)
+                    results[arm].append(res.success)
+                    interventions[arm].append(oracle.interventions)
+                    if arm == arms[0] and len([c for c in corrections if c.instruction == task.instruction]
+                                              ) < args.corrections_per_task:
+                        corrections.append(ep)
             logging.info("%s: flat %s rth %s intervened %s", name, *(np.mean(results[k][-len(seeds):])
                                                                      for k in ("flat", "rth", "rth_intervened")))
         write_rlds(out, "rth_corrections", corrections, overwrite=True)
@@ -141,13 +147,19 @@ def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec
             scene.close()
     return {"success": {k: float(np.mean(v)) for k, v in results.items()},
             "episodes_per_arm": len(seeds) * len(args.tasks),
-            "interventions_per_episode": float(np.mean(interventions)),
+            "oracle_rule": args.oracle_rules[0],
+            "interventions_per_episode": float(np.mean(interventions[arms[0]])),
+            **{f"interventions_per_episode_{r}": float(np.mean(interventions[a]))
+               for a, r in zip(arms[1:], args.oracle_rules[1:])},
             "corrected_episodes": len(corrections)}
 
 
 def main(args: Args) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(args.threads)
+    bad = [r for r in args.oracle_rules if r not in OracleIntervener.RULES]
+    if bad or not args.oracle_rules:
+        raise SystemExit(f"--oracle-rules {list(args.oracle_rules)}: give one or more of {OracleIntervener.RULES}")
     start = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
     train, held, specs = [], [], {}
@@ -198,6 +210,9 @@ def main(args: Args) -> dict:
     print(f"success over {result['episodes_per_arm']} paired episodes per arm: flat {s['flat']:.2f}, RT-H {s['rth']:.2f}, "
           f"RT-H + oracle {s['rth_intervened']:.2f} ({result['interventions_per_episode']:.1f} interventions/episode; "
           f"target >= +0.20 over RT-H), RT-H after corrections {s['rth_corrected']:.2f} (target >= +0.10 over RT-H)")
+    for rule in args.oracle_rules[1:]:
+        print(f"RT-H + oracle, rule {rule}: {s['rth_intervened_' + rule]:.2f} "
+              f"({result['interventions_per_episode_' + rule]:.1f} interventions/episode)")
     print(f"wrote {args.out / 'rth.json'} in {result['wall_s']:.0f} s")
     return result
 
