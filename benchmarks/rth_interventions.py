@@ -60,6 +60,7 @@ class Args:
     lr: float = 3e-3  # peak; warmup then cosine to 0
     warmup_steps: int = 20
     correction_lr: float = 3e-4  # a short fine-tune of a trained model: a small constant rate
+    correction_weight: float = 50.0  # loss weight of overridden steps (`vla rth learn-corrections --weight`)
     image_size: int = 112
     base: str = str(DEMO_BASE)  # init of both policies: a checkpoint folder, or "random" (the tiny preset)
     threads: int = 1
@@ -135,7 +136,7 @@ def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec
         corrected = copy.deepcopy(rth)
         learn_corrections(corrected, episodes, TrainSettings(steps=args.correction_steps, batch_size=args.batch_size,
                                                              lr=args.correction_lr, seed=args.seed),
-                          unnorm_key=KEY)  # anchored: the action query replays what it executed
+                          weight=args.correction_weight, unnorm_key=KEY)  # anchored: the action query replays what it executed
         for name, scene in scenes.items():
             task = get_task(name)
             for s in seeds:
