@@ -48,8 +48,12 @@ class Args:
     train_steps: int = 3000  # the flat policy's steps
     rth_train_steps: int = 0  # RT-H's; 0: as many action-query rows as the flat policy sees (train_steps / (1 - mix))
     rth_mix: float = 0.5  # share of motion-query rows in RT-H's batches
-    window: int = 3  # labelling window (steps per motion); 1 phrases each step's own action
-    swap: float = 0.0  # share of RT-H's action-query rows trained on a swapped motion (vla.rth.train)
+    # labelling window (steps per motion). 1 phrases each step's own action, so a typed motion says what
+    # the next action does (window 3: 0.67 success and GT-motion L1 0.99x flat; window 1: 0.77 and 0.78x)
+    window: int = 1
+    # share of RT-H's action-query rows trained on a swapped motion (vla.rth.train): without it the action
+    # query ignores typed motions (an oracle lifted success 0.77 -> 0.75; with 0.5: 0.60 -> 0.79)
+    swap: float = 0.5
     # OracleIntervener rules, one online arm each; the first gives rth_intervened and the corrections.
     # "disagree" is the oracle (any axis differs for 2 steps); "conflict" only a wrong direction
     # or a missed gripper change

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from vla.rth.errors import MissingMotionsError
 from vla.rth.label import MOTION_FIELD
 from vla.rth.query import RTHInfo, Sample, encode_samples, labelled_logits, row_weighted_loss, set_rth_info
-from vla.rth.train import motion_ahead, require_motion_field
+from vla.rth.train import MotionPrototypes, motion_ahead, require_motion_field
 from vla.train.step import ActionLoss, ActionMetrics
 
 NOW, AHEAD = 0, 1  # columns of the motion pairs: the step's motion, the motion query's target
@@ -56,12 +56,36 @@ def motion_query_rows(batch_size: int, mix: float) -> np.ndarray:
     return np.floor((p + 1) * mix + 0.5) > np.floor(p * mix + 0.5)
 
 
+class MotionSwap:
+    """--rth-swap: which positions of every global batch are action queries on a swapped motion, and what
+    they get (`vla.rth.train.MotionPrototypes`; the draw is a function of seed, step and position, so a
+    resumed run and any number of ranks read the same rows)."""
+
+    def __init__(self, motions: np.ndarray, actions: np.ndarray, batch_size: int, mix: float, swap: float,
+                 seed: int) -> None:
+        self.prototypes = MotionPrototypes.from_frames(motions[:, NOW], actions)
+        action_positions = np.flatnonzero(~motion_query_rows(batch_size, mix))
+        self.rows = np.zeros(batch_size, bool)
+        self.rows[action_positions[motion_query_rows(len(action_positions), swap)]] = True
+        self.seed = seed
+
+    def draws(self, step: int, positions: np.ndarray, motions: np.ndarray,
+              actions: np.ndarray) -> list[tuple[str, np.ndarray] | None]:
+        """Per row of a micro-batch (global batch `positions`): (motion, action) to train on instead, or None."""
+        return [self.prototypes.draw(str(pair[NOW]), action, np.random.default_rng([self.seed, step, int(p)]))
+                if self.rows[p] else None for p, pair, action in zip(positions, motions, actions)]
+
+
 def rth_batch(processor: Any, instructions: Sequence[str], motions: np.ndarray, actions: np.ndarray,
-              motion_rows: np.ndarray | None) -> dict[str, torch.Tensor]:
-    """Ids, mask, labels and weights of RT-H rows (`motion_rows` None: every row an action query)."""
+              motion_rows: np.ndarray | None,
+              swaps: Sequence[tuple[str, np.ndarray] | None] | None = None) -> dict[str, torch.Tensor]:
+    """Ids, mask, labels and weights of RT-H rows (`motion_rows` None: every row an action query; a row's
+    entry in `swaps`, where given, replaces its motion and action)."""
     rows = np.zeros(len(instructions), bool) if motion_rows is None else motion_rows
-    samples = [Sample(str(task), pair[AHEAD]) if query else Sample(str(task), pair[NOW], action)
-               for task, pair, action, query in zip(instructions, motions, actions, rows)]
+    swaps = [None] * len(instructions) if swaps is None else swaps
+    samples = [Sample(str(task), pair[AHEAD]) if query else
+               Sample(str(task), pair[NOW], action) if swap is None else Sample(str(task), *swap)
+               for task, pair, action, query, swap in zip(instructions, motions, actions, rows, swaps)]
     return encode_samples(processor, samples)
 
 

@@ -71,9 +71,14 @@ class TrainSettings:
             raise MotionSpecError(f"need warmup_steps >= 0 and schedule constant|cosine; got {self.warmup_steps}, "
                                   f"{self.schedule!r}")
         check_mix_lookahead(self.mix, self.lookahead)
-        if not 0.0 <= self.swap < 1.0 or (self.swap > 0 and self.mix == 0):
-            raise MotionSpecError(f"--rth-swap {self.swap} must be in [0, 1) and needs RT-H training (--rth-mix > 0): "
-                                  "the share of action-query rows trained on a swapped motion")
+        check_swap(self.swap, self.mix)
+
+
+def check_swap(swap: float, mix: float) -> None:
+    """The share of action-query rows trained on a swapped motion: in [0, 1), and only with RT-H rows."""
+    if not 0.0 <= swap < 1.0 or (swap > 0 and mix == 0):
+        raise MotionSpecError(f"--rth-swap {swap} must be in [0, 1) and needs RT-H training (--rth-mix > 0): "
+                              "the share of action-query rows trained on a swapped motion")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,14 +94,17 @@ class MotionPrototypes:
     @classmethod
     def of(cls, episodes: Sequence[MotionEpisode], normalized: Sequence[np.ndarray]) -> "MotionPrototypes":
         """From labelled episodes and their normalized [T, 7] actions."""
-        dims = {a.shape[1] for a in normalized}
-        if dims != {GRIPPER + 1}:
+        return cls.from_frames([m for ep in episodes for m in ep.motions], np.concatenate(normalized))
+
+    @classmethod
+    def from_frames(cls, motions: Sequence[str], actions: np.ndarray) -> "MotionPrototypes":
+        """From each frame's motion and normalized [N, 7] action."""
+        if actions.ndim != 2 or actions.shape[1] != GRIPPER + 1:
             raise MotionSpecError(f"--rth-swap needs the 7-dim end-effector action layout (xyz, roll/pitch/yaw, "
-                                  f"gripper); these episodes have {sorted(dims)}-dim actions")
+                                  f"gripper); got actions of shape {actions.shape}")
         by_motion: dict[str, list[np.ndarray]] = {}
-        for ep, acts in zip(episodes, normalized):
-            for m, a in zip(ep.motions, acts):
-                by_motion.setdefault(m, []).append(a)
+        for m, a in zip(motions, actions):
+            by_motion.setdefault(str(m), []).append(a)
         kept = sorted(m for m, rows in by_motion.items() if len(rows) >= cls.MIN_STEPS)
         if len(kept) < 2:
             raise MotionSpecError(f"--rth-swap needs at least 2 motions seen {cls.MIN_STEPS}+ times; these episodes "
@@ -105,15 +113,19 @@ class MotionPrototypes:
         return cls(tuple(kept), np.stack([np.median(np.stack(by_motion[m]), axis=0) for m in kept]).astype(np.float32),
                    np.array([a is not None and a["gripper"] != 0 for a in axes]))
 
+    def draw(self, motion: str, action: np.ndarray, rng: np.random.Generator) -> tuple[str, np.ndarray]:
+        """(another motion than the frame's `motion`, its typical action with the frame's gripper unless it names one)."""
+        k = int(rng.integers(len(self.motions)))
+        if self.motions[k] == motion:
+            k = (k + 1 + int(rng.integers(len(self.motions) - 1))) % len(self.motions)
+        out = self.actions[k].copy()
+        if not self.moves_gripper[k]:
+            out[GRIPPER] = action[GRIPPER]
+        return self.motions[k], out
+
     def swapped(self, ep: MotionEpisode, t: int, normalized: np.ndarray, rng: np.random.Generator) -> "Sample":
         """The action query of step t with another motion and that motion's typical action."""
-        k = int(rng.integers(len(self.motions)))
-        if self.motions[k] == ep.motions[t]:  # another motion than the step's own
-            k = (k + 1 + int(rng.integers(len(self.motions) - 1))) % len(self.motions)
-        action = self.actions[k].copy()
-        if not self.moves_gripper[k]:
-            action[GRIPPER] = normalized[t][GRIPPER]
-        return Sample(ep.instruction, self.motions[k], action)
+        return Sample(ep.instruction, *self.draw(ep.motions[t], normalized[t], rng))
 
 
 def check_mix_lookahead(mix: float, lookahead: int) -> None:

@@ -80,6 +80,9 @@ class FinetuneConfig:
     rth: bool = False
     rth_mix: float = RTH_MIX  # with --rth: share of motion-query samples per batch, in [0, 1]
     rth_lookahead: int = RTH_LOOKAHEAD  # with --rth: the motion query learns the motion this many steps ahead (0: same step)
+    # with --rth: share of action-query rows trained on another motion and its typical action, so the action
+    # query follows a typed motion (vla.rth.train.MotionPrototypes); 0: RT-H's recipe
+    rth_swap: float = 0.0
     split: str = "train"
     heldout_fraction: float = 0.1  # share of episodes kept out of training for held-out metrics (0: none)
     eval_every: int = 100  # held-out accuracy/L1 every N steps (and at the end)
@@ -141,15 +144,17 @@ class FinetuneConfig:
 
     def _check_rth(self) -> None:
         if not self.rth:
-            if (self.rth_mix, self.rth_lookahead) != (RTH_MIX, RTH_LOOKAHEAD):
-                raise TrainConfigError(f"--rth-mix {self.rth_mix} / --rth-lookahead {self.rth_lookahead} set the "
-                                       "RT-H queries; add --rth (on a dataset labelled by `vla rth label`)")
+            if (self.rth_mix, self.rth_lookahead, self.rth_swap) != (RTH_MIX, RTH_LOOKAHEAD, 0.0):
+                raise TrainConfigError(f"--rth-mix {self.rth_mix} / --rth-lookahead {self.rth_lookahead} / --rth-swap "
+                                       f"{self.rth_swap} set the RT-H queries; add --rth (on a dataset labelled by "
+                                       "`vla rth label`)")
             return
         from vla.rth.errors import MotionSpecError
-        from vla.rth.train import check_mix_lookahead
+        from vla.rth.train import check_mix_lookahead, check_swap
 
         try:
             check_mix_lookahead(self.rth_mix, self.rth_lookahead)
+            check_swap(self.rth_swap, self.rth_mix)
         except MotionSpecError as e:
             raise TrainConfigError(str(e)) from e
         if self.mode != "full" and not self.merge:
@@ -196,7 +201,7 @@ class FinetuneConfig:
         keep = ("base", "dataset", "mixture", "mode", "max_steps", "batch_size", "grad_accum", "lora", "optim",
                 "freeze_vision", "precision", "seed", "image_role", "image_aug", "split", "heldout_fraction", "images", "vib", "vib_beta")
         if self.rth:  # absent for flat runs, so runs recorded before --rth existed still resume
-            keep += ("rth", "rth_mix", "rth_lookahead")
+            keep += ("rth", "rth_mix", "rth_lookahead") + (("rth_swap",) if self.rth_swap else ())
         d = self.to_json()
         return {k: d[k] for k in keep}
 

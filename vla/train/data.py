@@ -173,20 +173,21 @@ def _split(batch: np.ndarray, rank: int, world_size: int, grad_accum: int) -> li
 
 
 def collate(processor: Any, frames: Frames, augment: AugmentSeed | None = None,
-            motion_rows: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+            motion_rows: np.ndarray | None = None, swaps: list | None = None) -> dict[str, torch.Tensor]:
     """Decode images and build the model's training inputs (pixel_values, ids, mask, labels).
 
     augment: when given, each image gets OpenVLA's training augmentation, drawn from a generator seeded
     by (seed, step, frame index, role) so that a resumed run and any number of ranks see the same pixels.
     motion_rows: frames with motions (--rth) become RT-H rows, motion queries where True (None: all
-    action queries given the step's motion).
+    action queries given the step's motion). swaps: per frame, a (motion, action) that replaces an action
+    query's own (--rth-swap), or None.
     """
     if frames.motions is None:
         batch = processor.encode_training(list(frames.instructions), frames.actions)
     else:
         from vla.rth.finetune import rth_batch
 
-        batch = rth_batch(processor, frames.instructions, frames.motions, frames.actions, motion_rows)
+        batch = rth_batch(processor, frames.instructions, frames.motions, frames.actions, motion_rows, swaps)
     columns = []
     for r, column in enumerate(frames.images.T):
         images = [decode_image(bytes(b)) for b in column]

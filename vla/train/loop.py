@@ -181,6 +181,7 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
 
     order = SampleOrder(data.train.weights, config.seed, config.batch_size)
     motion_rows = _motion_rows(config)
+    swap = _motion_swap(config, data)
     amp = autocast(config.precision, ctx.device)
     evals = [Evaluator(data.train, config.eval_samples, config.seed, ctx, micro, "train_eval")]
     if data.heldout is not None:
@@ -199,8 +200,10 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
                 for i, idx in enumerate(parts):
                     aug = (AugmentSeed(config.seed, step, tuple(int(i) for i in idx), model.config.image_sizes[0])
                            if config.image_aug else None)
-                    batch = collate(model.processor, data.train.take(idx), aug,
-                                    None if motion_rows is None else motion_rows[positions[i]])
+                    frames = data.train.take(idx)
+                    swaps = None if swap is None else swap.draws(step, positions[i], frames.motions, frames.actions)
+                    batch = collate(model.processor, frames, aug,
+                                    None if motion_rows is None else motion_rows[positions[i]], swaps)
                     with no_grad_sync(wrapped, skip=i < len(parts) - 1):
                         with amp:
                             loss, logits, targets = wrapped(**batch)
@@ -287,6 +290,16 @@ def _motion_rows(config: FinetuneConfig) -> np.ndarray | None:
     from vla.rth.finetune import motion_query_rows
 
     return motion_query_rows(config.batch_size, config.rth_mix)
+
+
+def _motion_swap(config: FinetuneConfig, data: TrainData):
+    """--rth-swap: the rows of every global batch that train a swapped motion, and the motions' typical actions."""
+    if not (config.rth and config.rth_swap):
+        return None
+    from vla.rth.finetune import MotionSwap
+
+    return MotionSwap(data.train.motions, data.train.actions, config.batch_size, config.rth_mix, config.rth_swap,
+                      config.seed)
 
 
 def _gather_model(config: FinetuneConfig, wrapped: torch.nn.Module, module: ActionLoss, ctx: DistContext):

@@ -11,7 +11,7 @@ import vla
 from scripts.finetune import main
 from vla.data.rlds import load_frames
 from vla.rth.errors import MissingMotionsError
-from vla.rth.finetune import motion_query_rows
+from vla.rth.finetune import NOW, MotionSwap, motion_query_rows
 from vla.rth.label import LabelConfig, label_dataset
 from vla.rth.query import rth_info
 from vla.rth.train import read_motion_episodes
@@ -91,8 +91,34 @@ def test_dataset_without_motions_names_the_label_command(colour_data, tmp_path):
         finetune(_config(tmp_path / "flat", colour_data, dataset="colours"))
 
 
+def test_swap_rows_are_action_rows_and_draws_depend_only_on_seed_step_position():
+    motions = np.array([("move arm up", "move arm up")] * 6 + [("move arm left", "move arm left")] * 6, dtype=object)
+    actions = np.zeros((12, 7), np.float32)
+    actions[:6, 2], actions[6:, 1], actions[:, 6] = 1.0, 1.0, 0.5
+    swap = MotionSwap(motions, actions, batch_size=8, mix=0.5, swap=0.5, seed=3)
+    assert swap.rows.sum() == 2 and not (swap.rows & motion_query_rows(8, 0.5)).any()
+    positions = np.arange(8)
+    first = swap.draws(5, positions, motions[:8], actions[:8])
+    again = swap.draws(5, positions, motions[:8], actions[:8])
+    assert [d is None for d in first] == list(~swap.rows)
+    for (m, a), (m2, a2), own in zip([d for d in first if d], [d for d in again if d], motions[:8][swap.rows]):
+        assert m == m2 and np.array_equal(a, a2) and m != own[NOW]  # resumable; always another motion
+        assert a[6] == 0.5  # no gripper word: the frame's gripper
+
+
+def test_finetune_rth_swap_trains_resumes_and_refuses_another_share(rth_data, tmp_path):
+    out = tmp_path / "swap"
+    finetune(_config(out, rth_data, rth_swap=0.5, stop_at_step=2, checkpoint_every=2))
+    with pytest.raises(ResumeError, match="rth_swap"):
+        finetune(_config(out, rth_data, resume=True, rth_swap=0.25))
+    finetune(_config(out, rth_data, resume=True, rth_swap=0.5))
+    assert rth_info(vla.OpenVLA.from_pretrained(out)) is not None
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--rth", "--rth-mix", "1.5", "--mode", "full"], r"--rth-mix 1.5 must be in \[0, 1\]"),
+    (["--rth", "--rth-swap", "1", "--mode", "full"], r"--rth-swap 1.0 must be in \[0, 1\)"),
+    (["--rth-swap", "0.3", "--mode", "full"], "add --rth"),
     (["--rth", "--rth-lookahead", "-1", "--mode", "full"], "--rth-lookahead -1 must be >= 0"),
     (["--rth-mix", "0.3", "--mode", "full"], "add --rth"),
     (["--rth"], "add --merge"),
