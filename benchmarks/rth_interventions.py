@@ -23,6 +23,7 @@ import vla
 from robot import run_episode
 from sim.collect import CollectConfig, collect, dataset_name
 from sim.config import SceneOptions
+from sim.evaluate import paired_bootstrap
 from sim.registry import get_task
 from vla.data.rlds_writer import write_rlds
 from vla.model.normalization import statistics_from_arrays
@@ -152,7 +153,13 @@ def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec
     finally:
         for scene in scenes.values():
             scene.close()
+    per_task = {name: {k: float(np.mean(v[i * len(seeds):(i + 1) * len(seeds)])) for k, v in results.items()}
+                for i, name in enumerate(args.tasks)}
     return {"success": {k: float(np.mean(v)) for k, v in results.items()},
+            # paired over the same seeds: 95% interval of the gain over RT-H alone
+            "gain_ci": {k: paired_bootstrap(results[k], results["rth"], args.seed) for k in results if k != "rth"},
+            "success_per_task": per_task,
+            "outcomes": {k: [int(x) for x in v] for k, v in results.items()},  # task-major, seed order
             "episodes_per_arm": len(seeds) * len(args.tasks),
             "oracle_rule": args.oracle_rules[0],
             "interventions_per_episode": float(np.mean(interventions[arms[0]])),
@@ -217,6 +224,8 @@ def main(args: Args) -> dict:
     print(f"success over {result['episodes_per_arm']} paired episodes per arm: flat {s['flat']:.2f}, RT-H {s['rth']:.2f}, "
           f"RT-H + oracle {s['rth_intervened']:.2f} ({result['interventions_per_episode']:.1f} interventions/episode; "
           f"target >= +0.20 over RT-H), RT-H after corrections {s['rth_corrected']:.2f} (target >= +0.10 over RT-H)")
+    for arm, ci in result["gain_ci"].items():
+        print(f"{arm} - rth: {s[arm] - s['rth']:+.2f}, paired 95% CI {ci[0]:+.2f}..{ci[1]:+.2f}")
     for rule in args.oracle_rules[1:]:
         print(f"RT-H + oracle, rule {rule}: {s['rth_intervened_' + rule]:.2f} "
               f"({result['interventions_per_episode_' + rule]:.1f} interventions/episode)")

@@ -26,7 +26,8 @@ import time
 import numpy as np
 import tyro
 
-BOOTSTRAP = 10_000  # paired bootstrap resamples for the gain interval
+from sim.evaluate import paired_bootstrap, wilson_interval
+
 EVAL_SEED_OFFSET = 1_000_000  # evaluation seeds never overlap collection seeds (0, 1, ...)
 IMAGE_SIZE = 112  # the demo's setting: the shipped base was pre-trained at 112 px on the wrist camera
 RIG = {"primary": "wrist"}  # the policy and the critic both see the wrist camera (as role primary), as in `vla demo`
@@ -213,24 +214,6 @@ def interleaved_overhead(task: str, policy_dir: str, q_dir: str, temperature: fl
     return {"greedy_ms": med["greedy"], "vgps_k10_ms": med["vgps"], "ratio": med["vgps"] / med["greedy"], "reps": reps}
 
 
-def wilson(successes: int, n: int, z: float = 1.96) -> list[float]:
-    """95% Wilson interval of a success rate."""
-    if n == 0:
-        return [0.0, 1.0]
-    p = successes / n
-    denom = 1 + z * z / n
-    centre, half = (p + z * z / (2 * n)) / denom, z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return [float(max(0.0, centre - half)), float(min(1.0, centre + half))]
-
-
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, seed: int) -> list[float]:
-    """95% interval of mean(a - b) resampling episodes (seeds) jointly."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(a), size=(BOOTSTRAP, len(a)))
-    diffs = a[idx].mean(1) - b[idx].mean(1)
-    return [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))]
-
-
 def prepare(args: Args) -> tuple[pathlib.Path, pathlib.Path, dict]:
     """Collect the mixed set, fine-tune the tiny policy, train the critic (each skipped if already there)."""
     from sim.collect import CollectConfig, collect, dataset_name, parse_mix
@@ -293,7 +276,7 @@ def main(args: Args) -> dict:
     for name, eps in results.items():
         succ = np.array([e["success"] for e in eps], float)
         lat = [e["latency_ms"] for e in eps if e["latency_ms"] is not None]
-        arms[name] = {"success_rate": float(succ.mean()), "ci": wilson(int(succ.sum()), len(succ)),
+        arms[name] = {"success_rate": float(succ.mean()), "ci": list(wilson_interval(int(succ.sum()), len(succ))),
                       "episodes": len(succ), "successes": int(succ.sum()),
                       "mean_steps": float(np.mean([e["steps"] for e in eps])),
                       # an episode the policy stopped by raising counts as a failure; say how many there were

@@ -32,6 +32,16 @@ VIDEO_MODES = ("each", "grid", "none")  # an mp4 per episode, one mp4 tiling the
 GRID_MAX_EPISODES = 16  # tiles in the grid video (the first episodes), 4 x 4
 
 
+def paired_bootstrap(a: Any, b: Any, seed: int = 0, resamples: int = 10_000) -> list[float]:
+    """95% interval of mean(a - b) for two arms run on the same seeds, resampling the seeds jointly."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) == 0:
+        raise EvalError(f"paired arms need one outcome per shared seed; got shapes {a.shape} and {b.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
+    diffs = a[idx].mean(1) - b[idx].mean(1)
+    return [float(np.quantile(diffs, 0.025)), float(np.quantile(diffs, 0.975))]
+
+
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for a binomial proportion (95% by default)."""
     if n <= 0 or not 0 <= successes <= n:
