@@ -11,9 +11,18 @@ import sim
 from scripts.sim import main as sim_main
 from sim.config import CameraShift
 from sim.errors import EvalError
-from sim.evaluate import EvalConfig, compare, evaluate, evaluate_spec, wilson_interval
+from sim.evaluate import EvalConfig, compare, evaluate, evaluate_spec, paired_bootstrap, wilson_interval
 
 TASK = "widowx-pick-block"
+
+
+def test_paired_bootstrap_interval_of_a_gain_on_shared_seeds():
+    assert paired_bootstrap([1, 0, 1, 0], [1, 0, 1, 0]) == [0.0, 0.0]  # same outcomes: no gain, no spread
+    assert paired_bootstrap([1] * 10, [0] * 10) == [1.0, 1.0]
+    lo, hi = paired_bootstrap([1] * 15 + [0] * 5, [0] * 5 + [1] * 10 + [0] * 5, seed=1)  # +0.25 on average
+    assert lo < 0.25 < hi and paired_bootstrap([1] * 15 + [0] * 5, [0] * 5 + [1] * 10 + [0] * 5, seed=1) == [lo, hi]
+    with pytest.raises(EvalError, match="one outcome per shared seed"):
+        paired_bootstrap([1, 0], [1, 0, 1])
 
 
 def test_wilson_interval_matches_known_values():
