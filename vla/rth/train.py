@@ -286,8 +286,7 @@ def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: T
         _, stats = select_stats(model.norm_stats, unnorm_key)
         normalized = [normalize_actions(ep.actions, stats) for ep in episodes]
     n_motion = settings.batch_size if not anchor else max(1, int(round(info.mix * settings.batch_size)))
-    index = {id(ep): i for i, ep in enumerate(episodes)}
-    rows = [(ep, t) for ep in episodes for t in range(len(ep.motions))]
+    rows = _frames(episodes)
     overridden = sum(s == OVERRIDE for ep in episodes for s in ep.sources or ())
     logger.info("learning corrections from %d episodes, %d steps, %d overridden", len(episodes), len(rows), overridden)
     rng = np.random.default_rng(settings.seed)
@@ -297,14 +296,15 @@ def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: T
         for _ in range(settings.steps):
             picks = [rows[i] for i in rng.integers(len(rows), size=settings.batch_size)]
             samples = []
-            for i, (ep, t) in enumerate(picks):
+            for i, (e, t) in enumerate(picks):
+                ep = episodes[e]
                 if i >= n_motion:  # anchor: the action query on what this checkpoint executed
-                    samples.append(Sample(ep.instruction, ep.motions[t], normalized[index[id(ep)]][t]))
+                    samples.append(Sample(ep.instruction, ep.motions[t], normalized[e][t]))
                     continue
                 ahead = min(t + info.lookahead, len(ep.motions) - 1)
                 w = weight if ep.sources[ahead] == OVERRIDE else 1.0
                 samples.append(Sample(ep.instruction, ep.motions[ahead], weight=w))
-            yield [ep.images[t] for ep, t in picks], encode_samples(model.processor, samples)
+            yield [episodes[e].images[t] for e, t in picks], encode_samples(model.processor, samples)
 
     losses = _run(model, batches(), settings, "corrections")
     set_rth_info(model, RTHInfo.new([*info.vocabulary, *(m for ep in episodes for m in ep.motions)], info.tasks,
