@@ -31,7 +31,8 @@ from sim.collect import CollectConfig, collect, dataset_name  # noqa: E402
 from sim.demo import BASE_SEED, BASE_TASKS  # noqa: E402
 from sim.evaluate import CheckpointPolicy, EvalConfig, compare, evaluate  # noqa: E402
 from sim.perturbations import CONDITIONS, SHIFT_CONDITIONS  # noqa: E402
-from vla.data import compute_statistics, load_frames  # noqa: E402
+from vla.data import Augment, compute_statistics, load_frames  # noqa: E402
+from vla.data.batches import augment_image  # noqa: E402
 from vla.model.multi_image import RIG_ROLES, set_image_roles  # noqa: E402
 from vla.model.normalization import ActionStats, normalize_actions  # noqa: E402
 from vla.model.openvla import OpenVLA, preset_tokenizer  # noqa: E402
@@ -114,17 +115,33 @@ def build_policy(rig: str, beta: float, image_size: int, norm_stats: dict, seed:
     return set_image_roles(model, roles, vib, beta if vib else 0.0, seed=seed)
 
 
-def pixel_values(model: OpenVLA, demos: Demos, idx: np.ndarray) -> torch.Tensor:
-    """[B, 6 * roles, S, S] for frames `idx`, roles in the model's order."""
-    return torch.cat([model.processor.process_images(list(demos.images[r][idx]))
-                      for r in model.config.image_roles], dim=1)
+def pixel_values(model: OpenVLA, demos: Demos, idx: np.ndarray,
+                 rng: np.random.Generator | None = None) -> torch.Tensor:
+    """[B, 6 * roles, S, S] for frames `idx`, roles in the model's order (`rng`: each image augmented)."""
+    def images(role: str) -> list[np.ndarray]:
+        if rng is None:
+            return list(demos.images[role][idx])
+        return [augment_image(img, model.config.image_size, Augment(), rng) for img in demos.images[role][idx]]
+    return torch.cat([model.processor.process_images(images(r)) for r in model.config.image_roles], dim=1)
 
 
-def train(model: OpenVLA, demos: Demos, steps: int, batch: int, lr: float, seed: int) -> float:
-    """Full fine-tuning with Adam on shuffled frames (same order for every rig); returns the last loss."""
+def evaluate_on_centre_crop(model: OpenVLA) -> None:
+    """What `vla finetune --image-aug` records: a model trained on random crops sees the centre crop."""
+    area = Augment().crop_area
+    model.config = dataclasses.replace(model.config, eval_center_crop_area=area)
+    model.processor.image_transform = dataclasses.replace(model.processor.image_transform, center_crop_area=area)
+
+
+def train(model: OpenVLA, demos: Demos, steps: int, batch: int, lr: float, seed: int,
+          image_aug: bool = False) -> float:
+    """Full fine-tuning with Adam on shuffled frames (same order for every rig); returns the last loss.
+
+    image_aug: OpenVLA's training augmentation (random 0.9-area crop + colour jitter, `vla finetune
+    --image-aug`) on every image, each camera drawn independently; the model then evaluates on the centre crop."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, LrSchedule(min(WARMUP, steps), steps, "cosine"))
     rng = np.random.default_rng(seed)
+    aug_rng = np.random.default_rng([seed, 1 << 22]) if image_aug else None  # apart from the frame order
     torch.manual_seed(seed)
     model.train()
     loss = float("nan")
@@ -132,7 +149,8 @@ def train(model: OpenVLA, demos: Demos, steps: int, batch: int, lr: float, seed:
     for _ in range(steps):
         idx = rng.choice(len(demos.actions), batch, replace=False)
         enc = model.processor.encode_training(list(demos.instructions[idx]), demos.actions[idx])
-        loss, _, _ = step(pixel_values(model, demos, idx), enc["input_ids"], enc["attention_mask"], enc["labels"])
+        loss, _, _ = step(pixel_values(model, demos, idx, aug_rng), enc["input_ids"], enc["attention_mask"],
+                          enc["labels"])
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -140,6 +158,8 @@ def train(model: OpenVLA, demos: Demos, steps: int, batch: int, lr: float, seed:
         sched.step()
         loss = float(loss.detach())
     model.eval()
+    if image_aug:
+        evaluate_on_centre_crop(model)
     return loss
 
 
@@ -194,6 +214,9 @@ def main() -> int:
                    help="first train --base this many steps on both cameras' views of the base's own tasks "
                         "(0: start every rig from --base as it is)")
     p.add_argument("--two-view-episodes", type=int, default=150, help="demos per base task for --two-view-steps")
+    p.add_argument("--image-aug", action="store_true",
+                   help="train every rig with OpenVLA's image augmentation (random crop + colour jitter; the "
+                        "paper's policies did not converge without augmentation)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on 2 shared cores)")
     p.add_argument("--betas", default="1e-4,1e-3,1e-2,1e-1", help="VIB weights tried for both-vib")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"subset of {list(TASKS)}")
@@ -243,7 +266,7 @@ def main() -> int:
             for beta in candidates:
                 t = time.perf_counter()
                 model = build_policy(rig, beta, args.image_size, demos.norm_stats, args.seed, args.base)
-                loss = train(model, train_set, args.steps, args.batch, args.lr, args.seed)
+                loss = train(model, train_set, args.steps, args.batch, args.lr, args.seed, args.image_aug)
                 val = validation_loss(model, val_set, args.batch)
                 print(f"  {rig:13s} beta {beta:g}: train loss {loss:.3f}, validation loss {val:.3f} "
                       f"({time.perf_counter() - t:.0f} s)")
