@@ -82,22 +82,25 @@ class RTHPolicy:
             self.intervener.reset()
 
     def _act_lookahead(self, obs: Any, instruction: str, key: str | None) -> StepOutput:
+        first = None  # a server's reply to an episode's first step, already acted on its own motion
         if not self.pending:  # episode start: the query's first answer stands in for the steps before it
-            self.pending.extend([self._motion_query(obs, instruction, key)] * self.lookahead)
+            if self.client is not None:  # one request: motion query on this image, then the batched call
+                first = self.client.act(obs, instruction, unnorm_key=key, options={"lookahead": True})
+                start = first.motion
+            else:
+                from vla.rth.query import predict_motions
+
+                start = predict_motions(self.model, [obs.images[self.camera]], [instruction])[0]
+            self.pending.extend([start] * self.lookahead)
         predicted = self.pending.popleft()
         override = self._override(obs, instruction, predicted)
         motion = predicted if override is None else override
-        action, upcoming = self._act_and_look_ahead(obs, instruction, motion, override is not None, key)
+        if first is not None and override is None:
+            action, upcoming = np.asarray(first.action), first.next_motion
+        else:  # an override asks again: the action query must follow the typed motion
+            action, upcoming = self._act_and_look_ahead(obs, instruction, motion, override is not None, key)
         self.pending.append(upcoming)
         return self._record(action, motion, POLICY if override is None else OVERRIDE)
-
-    def _motion_query(self, obs: Any, instruction: str, key: str | None) -> str:
-        """The motion query on this observation alone."""
-        if self.client is not None:  # the reply's action is not used: the plan's batched call follows
-            return self.client.act(obs, instruction, unnorm_key=key).motion
-        from vla.rth.query import predict_motions
-
-        return predict_motions(self.model, [obs.images[self.camera]], [instruction])[0]
 
     def _act_and_look_ahead(self, obs: Any, instruction: str, motion: str, overridden: bool,
                             key: str | None) -> tuple[np.ndarray, str]:

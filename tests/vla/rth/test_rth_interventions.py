@@ -70,8 +70,10 @@ class _ScriptedIntervener:
         return self.at.get(self.step - 1)
 
 
-def test_served_policy_looks_ahead_as_the_in_process_one(rth_model, served):
-    """Through a server, step t acts on the motion predicted at t - 1, as in process (same actions and motions)."""
+@pytest.mark.parametrize("overrides", [{3: "move arm up"}, {0: "move arm left", 3: "move arm up"}])
+def test_served_policy_looks_ahead_as_the_in_process_one(rth_model, served, overrides):
+    """Through a server, step t acts on the motion predicted at t - 1, as in process (same actions and
+    motions), in one request per step; an override of the first step's motion costs one more."""
     frames = [COLOURS[k][None, None].repeat(32, 0).repeat(32, 1) for k in (0, 1, 1, 2, 0)]
     observations = [Observation({"primary": f}, None, float(t)) for t, f in enumerate(frames)]
     runs = []
@@ -79,17 +81,22 @@ def test_served_policy_looks_ahead_as_the_in_process_one(rth_model, served):
         assert client.metadata()["rth"]["lookahead"] == 1
         for kind in ("model", "client"):
             where = {"model": rth_model} if kind == "model" else {"client": client}
-            policy = RTHPolicy(**where, intervener=_ScriptedIntervener({3: "move arm up"}))
+            policy = RTHPolicy(**where, intervener=_ScriptedIntervener(overrides))
             policy.reset()
+            before = served.stats.requests
             runs.append([policy.act(o, TASK) for o in observations])
+    assert served.stats.requests - before == len(observations) + (0 in overrides)
     local, remote = runs
     assert [s.motion for s in remote] == [s.motion for s in local]
     assert [s.motion_source for s in remote] == [s.motion_source for s in local]
     np.testing.assert_allclose(np.stack([s.action for s in remote]), np.stack([s.action for s in local]), rtol=1e-6)
-    # look-ahead: step 2 (green) acts on the motion its green predecessor predicted; step 4 (red) on blue's plan
-    assert local[0].motion == MOTIONS[0] and local[2].motion == MOTIONS[1]
-    assert local[3].motion_source == OVERRIDE and local[3].motion == "move arm up"
-    assert local[4].motion == MOTIONS[2]
+    assert [s.motion_source for s in local] == [OVERRIDE if t in overrides else POLICY for t in range(5)]
+    assert local[3].motion == "move arm up"
+    if 0 not in overrides:  # look-ahead: step 2 (green) acts on its green predecessor's plan, step 4 (red) on blue's
+        assert local[0].motion == MOTIONS[0] and local[2].motion == MOTIONS[1]
+        assert local[4].motion == MOTIONS[2]
+    else:
+        assert local[0].motion == "move arm left"
 
 
 def test_served_rth_options_refuse_contradictions(rth_model, served):
