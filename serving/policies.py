@@ -218,7 +218,7 @@ class ModelPolicy:
         `lookahead`, the next motion query runs in the same batch as the action query."""
         from vla.rth.query import predict_actions_given, predict_lookahead, predict_motions
 
-        images = [r.images[self.camera] for r in requests]
+        images = [self._images(r) for r in requests]
         instructions = [r.instruction for r in requests]
         options = requests[0].options  # equal within a batch (they are in batch_key)
         override = options.get("motion")

@@ -296,7 +296,7 @@ class OpenVLA(nn.Module):
         if motion is not None or RTH_CONFIG_KEY in self.config.extra:
             from vla.rth.query import predict_action as rth_predict_action
 
-            return rth_predict_action(self, image, instruction, motion, unnorm_key)[0]
+            return rth_predict_action(self, image if images is None else images, instruction, motion, unnorm_key)[0]
         return self.predict_actions([image if images is None else images], [instruction], unnorm_key)[0]
 
     def predict_motion(self, image: Any, instruction: str) -> str:

@@ -90,7 +90,7 @@ class RTHPolicy:
             else:
                 from vla.rth.query import predict_motions
 
-                start = predict_motions(self.model, [obs.images[self.camera]], [instruction])[0]
+                start = predict_motions(self.model, [self._images(obs)], [instruction])[0]
             self.pending.extend([start] * self.lookahead)
         predicted = self.pending.popleft()
         override = self._override(obs, instruction, predicted)
@@ -111,8 +111,17 @@ class RTHPolicy:
             return np.asarray(reply.action), reply.next_motion
         from vla.rth.query import predict_lookahead
 
-        actions, upcoming = predict_lookahead(self.model, [obs.images[self.camera]], [instruction], [motion], key)
+        actions, upcoming = predict_lookahead(self.model, [self._images(obs)], [instruction], [motion], key)
         return actions[0], upcoming[0]
+
+    def _images(self, obs: Any) -> Any:
+        """What the in-process model reads: the `camera` image, or {role: image} for a multi-camera checkpoint."""
+        roles = tuple(self.model.config.image_roles)
+        if len(roles) == 1:
+            return obs.images[self.camera]
+        from vla.model.multi_image import images_by_role
+
+        return images_by_role({r: obs.images[r] for r in roles if r in obs.images}, roles)  # names a missing one
 
     def _override(self, obs: Any, instruction: str, predicted: str) -> str | None:
         """The intervener's motion when it differs from the policy's `predicted` one, else None."""
@@ -133,7 +142,7 @@ class RTHPolicy:
             return np.asarray(reply.action), reply.motion
         from vla.rth.query import predict_action
 
-        return predict_action(self.model, obs.images[self.camera], instruction, motion, key)
+        return predict_action(self.model, self._images(obs), instruction, motion, key)
 
     def act(self, obs: Any, instruction: str, unnorm_key: str | None = None) -> StepOutput:
         """One step; the override (if any) replaces the motion and the action query is re-run with it."""

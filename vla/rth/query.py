@@ -24,6 +24,7 @@ import transformers
 from vla.errors import InstructionError
 from vla.model.llm import CACHE_ARG
 from vla.model.openvla import RTH_CONFIG_KEY
+from vla.model.multi_image import stack_role_images
 from vla.model.normalization import select_stats, unnormalize_actions
 from vla.model.processor import IGNORE_INDEX
 from vla.rth.errors import MotionQueryError
@@ -194,31 +195,39 @@ def greedy_decode(model: Any, patches: torch.Tensor, rows: Sequence[Sequence[int
     budget = n_action_tokens if all(action_rows) else max(n_action_tokens, MAX_MOTION_TOKENS)
     text_ban = torch.zeros(out.logits.shape[-1], dtype=torch.bool, device=model.device)
     text_ban[at.first_id: at.last_id + 1] = True  # action bins are not words
-    done = torch.zeros(len(rows), dtype=torch.bool, device=model.device)
-    outputs: list[list[int]] = [[] for _ in rows]
+    ended = torch.zeros(len(rows), dtype=torch.bool, device=model.device)  # motion rows that said EOS
+    steps: list[torch.Tensor] = []
     next_pos = position_ids[:, -1:] + 1
     for step in range(budget):
         logits = out.logits[:, -1].float()
         action_tok = logits[:, at.first_id: at.last_id + 1].argmax(-1) + at.first_id
         text_tok = logits.masked_fill(text_ban, float("-inf")).argmax(-1)
         token = torch.where(is_action, action_tok, text_tok)
-        for i in range(len(rows)):
-            if not done[i]:
-                outputs[i].append(int(token[i]))
-        done |= (is_action & (step + 1 >= n_action_tokens)) | (~is_action & (token == tok.eos_id))
-        if bool(done.all()) or step + 1 == budget:
+        steps.append(token)
+        ended |= ~is_action & (token == tok.eos_id)
+        # Asking the GPU whether every row is done waits for it; action rows cannot be done before their
+        # n_action_tokens, so the loop runs ahead of the device until then (the flat decode never waits).
+        if step + 1 == budget or (step + 1 >= n_action_tokens and bool((is_action | ended).all())):
             break
         if padded:
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         out = model.language_model(input_ids=token[:, None], attention_mask=mask if padded else None,
                                    position_ids=next_pos, use_cache=True, **{CACHE_ARG: cache})
         next_pos = next_pos + 1
+    grid = torch.stack(steps, 1).tolist()
+    outputs = []
+    for row, is_act in zip(grid, action_rows):
+        if is_act:
+            outputs.append(row[:n_action_tokens])
+        else:  # through the first EOS (kept: it marks a finished answer), or the whole budget
+            outputs.append(row[:row.index(tok.eos_id) + 1] if tok.eos_id in row else row)
     return outputs
 
 
 @torch.inference_mode()
 def _patches(model: Any, images: Sequence[Any]) -> torch.Tensor:
-    return model.embed_images(model.processor.process_images(images))
+    """Patch embeddings of a batch of observations (images, or {role: image} for a multi-camera checkpoint)."""
+    return model.embed_images(stack_role_images(model.processor.process_images, images, model.config.image_roles))
 
 
 def _motion_text(model: Any, ids: list[int]) -> str:

@@ -16,12 +16,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from vla.model.multi_image import stack_role_images
 from vla.model.normalization import normalize_actions, select_stats
 from vla.rth.errors import CorrectionsError, MissingMotionsError, MotionSpecError
 from vla.rth.label import MOTION_FIELD
@@ -40,12 +41,18 @@ CHECKPOINT_FIELD = "rth_checkpoint"  # episode metadata: the checkpoint_id that 
 class MotionEpisode:
     """An episode with one motion per step (read from a `_rth` or recorded dataset)."""
 
-    images: np.ndarray  # uint8 [T, H, W, 3], the camera the model sees
+    images: np.ndarray | Mapping[str, np.ndarray]  # uint8 [T, H, W, 3]; {role: that} for a multi-camera model
     actions: np.ndarray  # float32 [T, A]
     instruction: str
     motions: tuple[str, ...]
     sources: tuple[str, ...] | None = None  # per step, where recorded with interventions
     checkpoint_id: str = ""  # the RT-H checkpoint that ran it, where recorded
+
+    def frame(self, t: int) -> Any:
+        """Step t's observation as the model reads it: one image, or {role: image}."""
+        if isinstance(self.images, Mapping):
+            return {role: frames[t] for role, frames in self.images.items()}
+        return self.images[t]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +154,12 @@ def require_motion_field(name: str, data_dir: str | pathlib.Path, step_features:
             "--data-dir OUT (episodes recorded with an RT-H policy carry motions too)")
 
 
-def read_motion_episodes(name: str, data_dir: str | pathlib.Path, role: str = "primary") -> list[MotionEpisode]:
-    """Episodes of a standardized dataset that carries `language_motion` (and maybe `motion_source`)."""
+def read_motion_episodes(name: str, data_dir: str | pathlib.Path,
+                         roles: Sequence[str] = ("primary",)) -> list[MotionEpisode]:
+    """Episodes of a standardized dataset that carries `language_motion` (and maybe `motion_source`).
+
+    `roles`: the cameras the model reads (`config.image_roles`); one role gives [T, H, W, 3] images,
+    several give {role: [T, H, W, 3]}."""
     import tensorflow_datasets as tfds
 
     from vla.data.rlds import decode_image, open_dataset
@@ -156,17 +167,19 @@ def read_motion_episodes(name: str, data_dir: str | pathlib.Path, role: str = "p
     source = open_dataset(name, data_dir)
     features = source.builder.info.features["steps"].feature
     require_motion_field(name, data_dir, features)
-    if f"image_{role}" not in features["observation"]:
-        raise CorrectionsError(f"dataset {name!r} has no {role!r} camera; its images: "
-                               f"{sorted(features['observation'])}")
+    missing = [r for r in roles if f"image_{r}" not in features["observation"]]
+    if missing:
+        raise CorrectionsError(f"dataset {name!r} has no {missing} camera, which the model reads (roles "
+                               f"{list(roles)}); its images: {sorted(features['observation'])}")
     ds = source.builder.as_dataset(split="train", decoders={"steps": tfds.decode.SkipDecoding()})
     out = []
     for raw in tfds.as_numpy(ds):
         steps, meta = raw["steps"], raw["episode_metadata"]
         text = lambda xs: tuple(x.decode() if isinstance(x, bytes) else str(x) for x in xs)  # noqa: E731
         ckpt = meta[CHECKPOINT_FIELD] if CHECKPOINT_FIELD in meta else b""
+        images = {r: np.stack([decode_image(b) for b in steps["observation"][f"image_{r}"]]) for r in roles}
         out.append(MotionEpisode(
-            images=np.stack([decode_image(b) for b in steps["observation"][f"image_{role}"]]),
+            images=images[roles[0]] if len(roles) == 1 else images,
             actions=np.asarray(steps["action"], np.float32),
             instruction=text(steps["language_instruction"][:1])[0],
             motions=text(steps[MOTION_FIELD]),
@@ -203,7 +216,8 @@ def _run(model: Any, batches, settings: TrainSettings, what: str) -> list[float]
     model.train()
     losses = []
     for step, (images, batch) in enumerate(batches):
-        loss = weighted_loss(model, model.processor.process_images(images), batch)
+        loss = weighted_loss(model, stack_role_images(model.processor.process_images, images,
+                                                      model.config.image_roles), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
@@ -233,7 +247,7 @@ def train_policy(model: Any, episodes: Sequence[MotionEpisode], settings: TrainS
     def batches():
         for _ in range(settings.steps):
             picks = [frames[i] for i in rng.integers(len(frames), size=settings.batch_size)]
-            images = [episodes[e].images[t] for e, t in picks]
+            images = [episodes[e].frame(t) for e, t in picks]
             if settings.mix == 0:  # the flat OpenVLA query
                 batch = model.processor.encode_training([episodes[e].instruction for e, _ in picks],
                                                         np.stack([normalized[e][t] for e, t in picks]))
@@ -304,7 +318,7 @@ def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: T
                 ahead = min(t + info.lookahead, len(ep.motions) - 1)
                 w = weight if ep.sources[ahead] == OVERRIDE else 1.0
                 samples.append(Sample(ep.instruction, ep.motions[ahead], weight=w))
-            yield [episodes[e].images[t] for e, t in picks], encode_samples(model.processor, samples)
+            yield [episodes[e].frame(t) for e, t in picks], encode_samples(model.processor, samples)
 
     losses = _run(model, batches(), settings, "corrections")
     set_rth_info(model, RTHInfo.new([*info.vocabulary, *(m for ep in episodes for m in ep.motions)], info.tasks,
@@ -326,7 +340,7 @@ def learn_corrections_cli(base: pathlib.Path, corrections: pathlib.Path, out: pa
     if not names:
         raise CorrectionsError(f"{corrections} holds no datasets; pass the folder the corrected episodes were "
                                "recorded into (it holds <name>/<version>/)")
-    episodes = [ep for name in names for ep in read_motion_episodes(name, corrections)]
+    episodes = [ep for name in names for ep in read_motion_episodes(name, corrections, model.config.image_roles)]
     learn_corrections(model, episodes, settings, weight, unnorm_key, anchor)
     model.save_pretrained(out)
     return pathlib.Path(out)
@@ -338,13 +352,13 @@ def train_cli(dataset: str, data_dir: pathlib.Path, out: pathlib.Path, base: str
     import vla
     from vla.data.statistics import compute_statistics
 
-    episodes = read_motion_episodes(dataset, data_dir)
     stats = compute_statistics(dataset, data_dir)
     if pathlib.Path(base).is_dir():
         model = vla.OpenVLA.from_pretrained(base)
         model.norm_stats = {**model.norm_stats, dataset: stats}
     else:
         model = vla.OpenVLA.from_preset(base, norm_stats={dataset: stats}, seed=settings.seed)
+    episodes = read_motion_episodes(dataset, data_dir, model.config.image_roles)
     train_policy(model, episodes, settings, unnorm_key=dataset)
     model.save_pretrained(out)
     return pathlib.Path(out)
