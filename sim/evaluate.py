@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from robot import NAMED_RIGS, MissingCameraError, Observation, Policy, run_episode
+from robot.loop import POLICY_ERROR
 from sim.config import CameraShift, SceneOptions
 from sim.errors import EvalError
 from sim.registry import get_task
@@ -221,6 +222,7 @@ def evaluate(cfg: EvalConfig, policy: Policy, policy_name: str = "policy") -> di
         scene.close()
     successes = sum(e["success"] for e in episodes)
     lo, hi = wilson_interval(successes, len(episodes))
+    errors = [e for e in episodes if e["reason"] == POLICY_ERROR]
     summary = {
         "task": cfg.task,
         "instruction": task.instruction,
@@ -239,9 +241,15 @@ def evaluate(cfg: EvalConfig, policy: Policy, policy_name: str = "policy") -> di
         "table_texture": cfg.table_texture,
         "distractors": cfg.distractors,
         "wall_s": time.perf_counter() - start,
+        # episodes the policy stopped by raising: counted as failures, and said (see format_summary)
+        "policy_errors": len(errors),
         "per_episode": episodes,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    if errors and len(errors) == len(episodes):  # nothing was evaluated: a broken policy, not a 0% one
+        raise EvalError(f"the policy raised in every episode, so {cfg.task} was not evaluated; the first: "
+                        f"{errors[0]['error']} (fix the policy or its options and rerun; {out / 'summary.json'} "
+                        "keeps each episode's error)")
     log.info("%s on %s: success %.2f [%.2f, %.2f] over %d episodes", policy_name, cfg.task,
              summary["success_rate"], lo, hi, len(episodes))
     return summary
@@ -333,6 +341,10 @@ def format_summary(summary: dict, out: pathlib.Path) -> str:
         f"policy latency: mean {lat['mean']:.1f} ms, p50 {lat['p50']:.1f} ms, p95 {lat['p95']:.1f} ms",
         f"summary: {pathlib.Path(out) / 'summary.json'}",
     ]
+    errors = [e for e in summary["per_episode"] if e["reason"] == POLICY_ERROR]
+    if errors:
+        lines.append(f"WARNING: {len(errors)} of {summary['episodes']} episodes stopped because the policy raised "
+                     f"(counted as failures); the first, episode {errors[0]['episode']}: {errors[0]['error']}")
     videos = sorted({e["video"] for e in summary["per_episode"] if e["video"]})
     if len(videos) == 1:
         lines.append(f"video: {pathlib.Path(out) / videos[0]}")

@@ -173,3 +173,33 @@ def test_grid_video_tiles_the_episodes(tmp_path):
     frames = list(iio.imiter(tmp_path / "rollouts.mp4", plugin="pyav"))
     assert len(frames) == 3 and frames[0].shape == (64, 64, 3)  # 2 x 2 tiles of 32 px, one blank
     assert frames[0][32:, 32:].max() < 20 and frames[0][:32, :32].std() > 10
+
+
+def test_policy_errors_are_said_and_an_all_error_run_refused(tmp_path):
+    from sim.evaluate import format_summary
+
+    class FailsFirstEpisode:
+        episode = -1
+
+        def reset(self):
+            self.episode += 1
+
+        def act(self, obs, instruction):
+            if self.episode == 0:
+                raise KeyError("no statistics 'bridge'")
+            return np.array([0, 0, 0, 0, 0, 0, 1.0])
+
+    cfg = EvalConfig(TASK, tmp_path / "some", episodes=2, max_steps=2, image_size=32, video="none")
+    summary = evaluate(cfg, FailsFirstEpisode(), "flaky")
+    assert summary["policy_errors"] == 1 and summary["episodes"] == 2 and summary["success_rate"] == 0.0
+    assert "WARNING: 1 of 2 episodes stopped because the policy raised" in format_summary(summary, tmp_path)
+    assert "no statistics 'bridge'" in format_summary(summary, tmp_path)
+
+    class AlwaysFails:
+        def act(self, obs, instruction):
+            raise ValueError("pass unnorm_key= one of ['a', 'b']")
+
+    cfg = EvalConfig(TASK, tmp_path / "all", episodes=2, max_steps=2, image_size=32, video="none")
+    with pytest.raises(EvalError, match=r"raised in every episode.*unnorm_key= one of"):
+        evaluate(cfg, AlwaysFails(), "broken")
+    assert json.loads((tmp_path / "all" / "summary.json").read_text())["policy_errors"] == 2
