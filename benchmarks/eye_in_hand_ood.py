@@ -344,17 +344,19 @@ def report(results: dict) -> None:
     pick = results["success"].get("pick_task")
     if pick and {"shift_3", "id"} <= set(next(iter(pick.values()))):
         r = {rig: {c: v["success_rate"] for c, v in cells.items()} for rig, cells in pick.items()}
-        tp = r["third_person"]["shift_3"]
-        print(f"pick, largest shift: eye_in_hand {r['eye_in_hand']['shift_3']:.2f}, both-vib "
-              f"{r['both-vib']['shift_3']:.2f} vs third_person {tp:.2f} (target: +0.20)")
-        shifts = [c for c in SHIFT_CONDITIONS if c in r["both"]]
+        if {"third_person", "eye_in_hand", "both-vib"} <= set(r):  # a --rigs subset checks what it has
+            print(f"pick, largest shift: eye_in_hand {r['eye_in_hand']['shift_3']:.2f}, both-vib "
+                  f"{r['both-vib']['shift_3']:.2f} vs third_person {r['third_person']['shift_3']:.2f} "
+                  "(target: +0.20)")
         if {"both", "both-vib"} <= set(r):
+            shifts = [c for c in SHIFT_CONDITIONS if c in r["both"]]
             mean = {rig: np.mean([r[rig][c] for c in shifts]) for rig in ("both", "both-vib")}
             print(f"pick, mean over shifts: both-vib {mean['both-vib']:.2f} vs both {mean['both']:.2f} (target >=)")
-        ids = [r[rig]["id"] for rig in r]
-        print(f"pick, in distribution: spread {max(ids) - min(ids):.2f} (target <= 0.10)")
+        if set(RIGS) <= set(r):
+            ids = [r[rig]["id"] for rig in RIGS]
+            print(f"pick, in distribution: spread {max(ids) - min(ids):.2f} (target <= 0.10)")
     bowl = results["success"].get("bowl_task")
-    if bowl and "id" in bowl.get("eye_in_hand", {}):
+    if bowl and "id" in bowl.get("eye_in_hand", {}) and "id" in bowl.get("third_person", {}):
         print(f"bowl, in distribution: eye_in_hand {bowl['eye_in_hand']['id']['success_rate']:.2f}, "
               f"third_person {bowl['third_person']['id']['success_rate']:.2f}")
 
