@@ -164,7 +164,7 @@ def camera_cost(model: vla.OpenVLA, image: np.ndarray, calls: int, batch: int, s
     enc = {k: v.to(device) for k, v in
            model.processor.encode_training([INSTRUCTION] * batch, rng.uniform(-1, 1, (batch, 7))).items()}
     lm = ActionLoss(model).train()
-    lora = [p for p in model.parameters() if p.requires_grad]
+    lora = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("role_tokens.")]
     steps_by_rig = {}
     for rig, (roles, _) in RIGS.items():
         role_params = [] if rigs[rig][1] is None else list(rigs[rig][1].requires_grad_(True).parameters())
