@@ -46,13 +46,13 @@ def generate_peer(model: vla.OpenVLA, images: list, instructions: list[str], unn
     with torch.inference_mode():
         pixel_values = model.processor.process_images(images)
         prompts = model.processor.encode_prompts(instructions)
-        embeds, mask = model._prefill_inputs(prompts["input_ids"], prompts["attention_mask"],
-                                             model.embed_images(pixel_values))
+        embeds, mask = model._prefill_inputs(prompts["input_ids"].to(model.device),
+                                             prompts["attention_mask"].to(model.device), model.embed_images(pixel_values))
         out = model.language_model.generate(inputs_embeds=embeds, attention_mask=mask, max_new_tokens=stats.dim,
                                             min_new_tokens=stats.dim, do_sample=False,
                                             pad_token_id=model.processor.tokenizer.pad_id,
                                             logits_processor=transformers.LogitsProcessorList([ActionTokensOnly(model)]))
-    tokens = out[:, -stats.dim:].numpy()
+    tokens = out[:, -stats.dim:].cpu().numpy()
     return unnormalize_actions(model.action_tokenizer.decode(tokens), stats)
 
 
@@ -96,14 +96,14 @@ def bench(name: str, model: vla.OpenVLA, image, instruction: str, key: str | Non
               f"ratio ours/original {wall / ORIGINAL_P50_MS:.2f} wall, {cpu / ORIGINAL_P50_MS:.2f} cpu (target <= 0.5)")
 
 
-def bench_gpu_7b(calls: int) -> None:
+def bench_gpu_7b(calls: int, modes: list[str]) -> None:
     """openvla-7b with random weights on CUDA: bf16, 8-bit, 4-bit peak memory and predict_action latency."""
     from vla.model.quantization import quantize
     rng = np.random.default_rng(0)
     stats = {"bench": statistics_from_arrays(rng.normal(scale=0.05, size=(1000, 7)), mask=[True] * 6 + [False])}
     image, instruction = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8), "pick up the red block"
     print(f"\nopenvla-7b (random weights) on {torch.cuda.get_device_name(0)}, median of {calls} after warm-up")
-    for mode in (None, "8bit", "4bit"):
+    for mode in [None if m == "bf16" else m for m in modes]:
         model = vla.OpenVLA.from_preset("openvla-7b", norm_stats=stats, dtype=torch.bfloat16, device="cuda")
         if mode is not None:
             quantize(model, mode)
@@ -113,14 +113,32 @@ def bench_gpu_7b(calls: int) -> None:
         def call() -> None:
             model.predict_action(image, instruction)
             torch.cuda.synchronize()
-        p50, p90, _ = timed(call, calls)
+
+        def peer_call() -> None:
+            generate_peer(model, [image], [instruction], None)
+            torch.cuda.synchronize()
+
+        # bf16: ours and generate() called in turn, so a drift of clocks or host load hits both alike
+        fns = {"ours": call} if mode is not None else {"ours": call, "peer": peer_call}
+        for _ in range(WARMUP):
+            for fn in fns.values():
+                fn()
+        ms: dict[str, list[float]] = {name: [] for name in fns}
+        for _ in range(calls):
+            for name, fn in fns.items():
+                t0 = time.perf_counter()
+                fn()
+                ms[name].append((time.perf_counter() - t0) * 1e3)
+        p50, p90 = float(np.median(ms["ours"])), float(np.percentile(ms["ours"], 90))
         peak = torch.cuda.max_memory_allocated() / 2**30
         line = f"  {mode or 'bf16':>5}: p50 {p50:8.2f} ms  p90 {p90:8.2f} ms  peak {peak:6.2f} GiB"
-        if mode is None:
-            peer, _, _ = timed(lambda: (generate_peer(model, [image], [instruction], None), torch.cuda.synchronize()),
-                               calls)
-            line += f"  | generate() p50 {peer:8.2f} ms, ratio ours/generate {p50 / peer:.2f}"
-        print(line)
+        if mode is None:  # the peak covers both paths
+            peer = float(np.median(ms["peer"]))
+            same = np.array_equal(model.predict_action(image, instruction),
+                                  generate_peer(model, [image], [instruction], None)[0])
+            line += (f"  | generate() p50 {peer:8.2f} ms, ratio ours/generate {p50 / peer:.2f}, "
+                     f"identical actions: {same}")
+        print(line, flush=True)
         del model
         torch.cuda.empty_cache()
 
@@ -130,6 +148,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--gpu-7b", action="store_true", help="also measure openvla-7b on CUDA (20 calls)")
+    parser.add_argument("--gpu-modes", default="bf16,8bit,4bit",
+                        help="weights for --gpu-7b (8bit/4bit need bitsandbytes)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} threads, {args.calls} calls after {WARMUP} warm-up, "
@@ -148,7 +168,11 @@ def main() -> None:
     if args.gpu_7b:
         if not torch.cuda.is_available():
             raise SystemExit("--gpu-7b needs a CUDA GPU; none is visible")
-        bench_gpu_7b(calls=20)
+        modes = args.gpu_modes.split(",")
+        unknown = sorted(set(modes) - {"bf16", "8bit", "4bit"})
+        if unknown:
+            raise SystemExit(f"--gpu-modes: unknown {unknown}; use bf16, 8bit, 4bit")
+        bench_gpu_7b(calls=20, modes=modes)
 
 
 if __name__ == "__main__":
