@@ -168,9 +168,13 @@ def row_weighted_loss(logits: torch.Tensor, targets: torch.Tensor, rows: torch.T
 
 
 def weighted_loss(model: Any, pixel_values: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The RT-H training loss of an encoded batch (`encode_samples`)."""
-    logits, targets, rows = labelled_logits(model, model.embed_images(pixel_values), batch)
-    return row_weighted_loss(logits, targets, rows, batch["weights"])
+    """The RT-H training loss of an encoded batch (`encode_samples`), with the VIB's term where it has one."""
+    patches, kl = model.embed_images_with_kl(pixel_values)  # kl: 0 without a bottleneck
+    logits, targets, rows = labelled_logits(model, patches, batch)
+    loss = row_weighted_loss(logits, targets, rows, batch["weights"])
+    if model.config.vib_roles:  # as `vla finetune --rth` (vla.rth.finetune.RTHLoss) adds it
+        loss = loss + model.config.vib_beta * kl
+    return loss
 
 
 @torch.inference_mode()

@@ -7,6 +7,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 from robot.types import Observation
 from serving.client import PolicyClient
@@ -18,7 +19,8 @@ from vla.model.multi_image import set_image_roles
 from vla.rth.errors import CorrectionsError
 from vla.rth.intervene import RTHPolicy
 from vla.rth.label import MOTION_FIELD
-from vla.rth.query import predict_actions_given, predict_lookahead, predict_motions, rth_info
+from vla.rth.query import (Sample, encode_samples, predict_actions_given, predict_lookahead, predict_motions,
+                           rth_info, weighted_loss)
 from vla.rth.train import MotionEpisode, TrainSettings, read_motion_episodes, train_policy
 
 from rth_fixtures import COLOURS, MOTIONS, TASK, colour_episodes
@@ -95,3 +97,16 @@ def test_training_on_two_cameras(two_camera, tmp_path):
     np.testing.assert_array_equal(read.images["wrist"], episodes[0].images["wrist"])
     with pytest.raises(CorrectionsError, match=r"no \['top'\] camera.*image_primary"):
         read_motion_episodes("two_cams_rth", tmp_path, ("primary", "top"))
+
+
+def test_rth_training_loss_carries_the_bottleneck_term(two_camera):
+    """`vla rth train` / `learn-corrections` add beta * KL for a VIB checkpoint, as `vla finetune --rth`."""
+    model = set_image_roles(copy.deepcopy(two_camera), ROLES, ("primary",), 0.1).eval()
+    batch = encode_samples(model.processor, [Sample(TASK, MOTIONS[0]), Sample(TASK, MOTIONS[0], np.zeros(7))])
+    pixels = torch.cat([model.processor.process_images([_frame(0)] * 2)] * 2, dim=1)
+    with torch.no_grad():
+        with_kl = float(weighted_loss(model, pixels, batch))
+        kl = float(model.embed_images_with_kl(pixels)[1])
+        set_image_roles(model, ROLES, ("primary",), 0.0)
+        without = float(weighted_loss(model, pixels, batch))
+    assert kl > 0 and with_kl == pytest.approx(without + 0.1 * kl, rel=1e-5)
