@@ -164,6 +164,7 @@ def read_motion_episodes(name: str, data_dir: str | pathlib.Path,
 
     from vla.data.rlds import decode_image, open_dataset
 
+    roles = (roles,) if isinstance(roles, str) else tuple(roles)
     source = open_dataset(name, data_dir)
     features = source.builder.info.features["steps"].feature
     require_motion_field(name, data_dir, features)
