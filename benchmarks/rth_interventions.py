@@ -59,7 +59,7 @@ class Args:
     # "disagree" is the oracle (any axis differs for 2 steps); "conflict" only a wrong direction
     # or a missed gripper change
     oracle_rules: tuple[str, ...] = ("disagree", "conflict")
-    correction_steps: int = 300
+    correction_steps: int = 300  # optimizer steps of learn-corrections on the intervened episodes
     corrections_per_task: int = 30  # at most this many intervened episodes are learnt from
     batch_size: int = 32
     lr: float = 3e-3  # peak; warmup then cosine to 0

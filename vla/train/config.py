@@ -83,7 +83,7 @@ class FinetuneConfig:
     # with --rth: share of action-query rows trained on another motion and its typical action, so the action
     # query follows a typed motion (vla.rth.train.MotionPrototypes); 0: RT-H's recipe
     rth_swap: float = 0.0
-    split: str = "train"
+    split: str = "train"  # the dataset split to read, by its tfds name (RLDS sets usually have only "train")
     heldout_fraction: float = 0.1  # share of episodes kept out of training for held-out metrics (0: none)
     eval_every: int = 100  # held-out accuracy/L1 every N steps (and at the end)
     eval_samples: int = 64  # held-out frames per evaluation
