@@ -26,6 +26,7 @@ from vla.model.normalization import select_stats, unnormalize_actions
 from vla.model.presets import get_preset
 from vla.model.processor import IGNORE_INDEX, ImageTransform, OpenVLAProcessor, PromptTokenizer
 from vla.model.projector import build_projector
+from vla.model.vib import add_kl_term
 from vla.model.vision import FusedVisionBackbone, from_checkpoint_names, to_checkpoint_names
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,7 @@ class OpenVLA(nn.Module):
         out = self.language_model(inputs_embeds=embeds, attention_mask=mask, labels=labels)
         if not self.config.vib_roles:
             return out
-        loss = None if out.loss is None else out.loss + self.config.vib_beta * kl
+        loss = None if out.loss is None else add_kl_term(out.loss, kl, self.config)
         return VLAOutput(loss=loss, logits=out.logits, hidden_states=out.hidden_states, attentions=out.attentions,
                          action_loss=out.loss, kl=kl)
 

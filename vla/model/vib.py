@@ -10,6 +10,7 @@ samples; a deterministic policy is easier to compare and serve).
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 from torch import nn
@@ -84,6 +85,11 @@ class VIBHead(nn.Module):
         else:
             z = mu
         return VIBOutput(z, mu, log_sigma, gaussian_kl(mu, log_sigma))
+
+
+def add_kl_term(loss: torch.Tensor, kl: torch.Tensor, config: Any) -> torch.Tensor:
+    """`loss` + vib_beta * `kl` for a model with bottleneck roles; `loss` unchanged without them."""
+    return loss + config.vib_beta * kl if config.vib_roles else loss
 
 
 def check_vib_beta(beta: float) -> float:

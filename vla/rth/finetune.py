@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vla.model.vib import add_kl_term
 from vla.rth.errors import MissingMotionsError
 from vla.rth.label import MOTION_FIELD
 from vla.rth.query import RTHInfo, Sample, encode_samples, labelled_logits, row_weighted_loss, set_rth_info
@@ -102,7 +103,7 @@ class RTHLoss(ActionLoss):
         loss = row_weighted_loss(logits, targets, rows, weights)
         if vla.config.vib_roles:
             self.last_kl = float(kl.detach())
-            loss = loss + vla.config.vib_beta * kl
+        loss = add_kl_term(loss, kl, vla.config)
         action = (targets >= self.first_id) & (targets <= self.last_id)
         return loss, logits[action], targets[action]
 

@@ -27,6 +27,7 @@ from vla.model.openvla import RTH_CONFIG_KEY
 from vla.model.multi_image import stack_role_images
 from vla.model.normalization import select_stats, unnormalize_actions
 from vla.model.processor import IGNORE_INDEX
+from vla.model.vib import add_kl_term
 from vla.rth.errors import MotionQueryError
 from vla.rth.motions import STOP, check_motion
 
@@ -171,10 +172,7 @@ def weighted_loss(model: Any, pixel_values: torch.Tensor, batch: dict[str, torch
     """The RT-H training loss of an encoded batch (`encode_samples`), with the VIB's term where it has one."""
     patches, kl = model.embed_images_with_kl(pixel_values)  # kl: 0 without a bottleneck
     logits, targets, rows = labelled_logits(model, patches, batch)
-    loss = row_weighted_loss(logits, targets, rows, batch["weights"])
-    if model.config.vib_roles:  # as `vla finetune --rth` (vla.rth.finetune.RTHLoss) adds it
-        loss = loss + model.config.vib_beta * kl
-    return loss
+    return add_kl_term(row_weighted_loss(logits, targets, rows, batch["weights"]), kl, model.config)
 
 
 @torch.inference_mode()

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla.model.openvla import OpenVLA
+from vla.model.vib import add_kl_term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +72,9 @@ class ActionLoss(nn.Module):
         logits = vla.language_model.lm_head(hidden[:, :-1][where]).float()
         targets = targets[where]
         loss = F.cross_entropy(logits, targets)
-        if vla.config.vib_roles:  # the bottleneck's term (vla.model.vib); metrics report the action loss alone
+        if vla.config.vib_roles:  # metrics report the action loss alone; the KL is logged beside it
             self.last_kl = float(kl.detach())
-            loss = loss + vla.config.vib_beta * kl
+        loss = add_kl_term(loss, kl, vla.config)
         return loss, logits, targets
 
     @torch.no_grad()
