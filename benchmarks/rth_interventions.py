@@ -55,6 +55,9 @@ class Args:
     # share of RT-H's action-query rows trained on a swapped motion (vla.rth.train): without it the action
     # query ignores typed motions (seed 0: an oracle moved success 0.77 -> 0.75; with 0.5: 0.60 -> 0.79)
     swap: float = 0.5
+    # share of those swaps whose motion is composed axis by axis (vla.rth.train.MotionPrototypes.composed):
+    # typed or oracle motions the demos never had ("move arm down and move arm left") get trained meanings
+    swap_compose: float = 0.0
     # OracleIntervener rules, one online arm each; the first gives rth_intervened and the corrections.
     # "disagree" is the oracle (any axis differs for 2 steps); "conflict" only a wrong direction
     # or a missed gripper change
@@ -206,6 +209,7 @@ def main(args: Args) -> dict:
         losses = train_policy(model, train, TrainSettings(steps=steps, batch_size=args.batch_size,
                                                           lr=args.lr, mix=mix, seed=args.seed,
                                                           swap=args.swap if mix else 0.0,
+                                                          swap_compose=args.swap_compose if mix else 0.0,
                                                           warmup_steps=args.warmup_steps, schedule="cosine"), KEY)
         print(f"{kind}: {steps} steps in {time.perf_counter() - t0:.0f} s, final loss "
               f"{np.mean(losses[-20:]):.3f}", flush=True)

@@ -26,7 +26,7 @@ from vla.model.multi_image import stack_role_images
 from vla.model.normalization import normalize_actions, select_stats
 from vla.rth.errors import CorrectionsError, MissingMotionsError, MotionSpecError
 from vla.rth.label import MOTION_FIELD
-from vla.rth.motions import GRIPPER, motion_axes
+from vla.rth.motions import GRIPPER, JOINER, MOTION_AXES, STOP, motion_axes, word_table
 from vla.rth.query import RTHInfo, Sample, encode_samples, require_rth, set_rth_info, weighted_loss
 from vla.train.loop import LrSchedule
 
@@ -69,6 +69,7 @@ class TrainSettings:
     warmup_steps: int = 0  # linear ramp to lr, then `schedule` towards 0 at `steps`
     schedule: Literal["constant", "cosine"] = "constant"
     swap: float = 0.0  # share of action-query rows given another motion and its typical action (see module doc)
+    swap_compose: float = 0.0  # share of those swaps composed axis by axis (`MotionPrototypes.composed`)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or not self.lr > 0:
@@ -79,6 +80,9 @@ class TrainSettings:
                                   f"{self.schedule!r}")
         check_mix_lookahead(self.mix, self.lookahead)
         check_swap(self.swap, self.mix)
+        if not 0.0 <= self.swap_compose <= 1.0 or (self.swap_compose and not self.swap):
+            raise MotionSpecError(f"swap_compose {self.swap_compose} must be in [0, 1] and needs swap > 0: the share "
+                                  "of swapped rows whose motion is composed axis by axis")
 
 
 def check_swap(swap: float, mix: float) -> None:
@@ -95,17 +99,24 @@ class MotionPrototypes:
     motions: tuple[str, ...]
     actions: np.ndarray  # [M, A]
     moves_gripper: np.ndarray  # [M] bool: the motion names a gripper change (else the frame keeps its gripper)
+    # per arm axis: {-1/0/+1: median normalized value over the frames whose motion moves the axis that way}
+    axis_values: tuple[dict[int, float], ...] = ()
+    compose: float = 0.0  # share of draws composed axis by axis instead of taken from the vocabulary
 
     MIN_STEPS = 5  # rarer motions are not swapped in: their median is noise
 
     @classmethod
-    def of(cls, episodes: Sequence[MotionEpisode], normalized: Sequence[np.ndarray]) -> "MotionPrototypes":
+    def of(cls, episodes: Sequence[MotionEpisode], normalized: Sequence[np.ndarray],
+           compose: float = 0.0) -> "MotionPrototypes":
         """From labelled episodes and their normalized [T, 7] actions."""
-        return cls.from_frames([m for ep in episodes for m in ep.motions], np.concatenate(normalized))
+        return cls.from_frames([m for ep in episodes for m in ep.motions], np.concatenate(normalized), compose)
 
     @classmethod
-    def from_frames(cls, motions: Sequence[str], actions: np.ndarray) -> "MotionPrototypes":
-        """From each frame's motion and normalized [N, 7] action."""
+    def from_frames(cls, motions: Sequence[str], actions: np.ndarray, compose: float = 0.0) -> "MotionPrototypes":
+        """From each frame's motion and normalized [N, 7] action.
+
+        compose: share of draws that combine axis words freely ("move arm left and move arm backward"
+        even where the demos never did both), each axis at its typical value for that word."""
         if actions.ndim != 2 or actions.shape[1] != GRIPPER + 1:
             raise MotionSpecError(f"--rth-swap needs the 7-dim end-effector action layout (xyz, roll/pitch/yaw, "
                                   f"gripper); got actions of shape {actions.shape}")
@@ -118,10 +129,45 @@ class MotionPrototypes:
                                   f"have {len(kept)}")
         axes = [motion_axes(m) for m in kept]
         return cls(tuple(kept), np.stack([np.median(np.stack(by_motion[m]), axis=0) for m in kept]).astype(np.float32),
-                   np.array([a is not None and a["gripper"] != 0 for a in axes]))
+                   np.array([a is not None and a["gripper"] != 0 for a in axes]),
+                   cls._axis_values(motions, actions), compose)
+
+    @classmethod
+    def _axis_values(cls, motions: Sequence[str], actions: np.ndarray) -> tuple[dict[int, float], ...]:
+        """Per arm axis, the median normalized value of the frames labelled with each direction (0: unnamed)."""
+        signs = np.array([[(a or {}).get(ax, 0) for ax in MOTION_AXES[:GRIPPER]]
+                          for a in (motion_axes(m) for m in motions)])
+        out = []
+        for i in range(GRIPPER):
+            values = {}
+            for sign in (-1, 0, 1):
+                rows = actions[signs[:, i] == sign, i]
+                if len(rows) >= cls.MIN_STEPS:
+                    values[sign] = float(np.median(rows))
+            if 0 not in values:  # an axis that always moves: its rest value is the normalized zero step
+                values[0] = float(np.median(actions[:, i]))
+            out.append(values)
+        return tuple(out)
+
+    def composed(self, motion: str, action: np.ndarray, rng: np.random.Generator) -> tuple[str, np.ndarray]:
+        """(a motion with each arm axis' direction drawn on its own, unlike `motion`; its typical action)."""
+        words = word_table(None)
+        current = motion_axes(motion)
+        for _ in range(10):  # redraw when the draw says what the frame's own motion says
+            signs = [int(rng.choice(sorted(v))) for v in self.axis_values]
+            if current is None or any(current[ax] != s for ax, s in zip(MOTION_AXES, signs)):
+                break
+        out = np.asarray(action, np.float32).copy()
+        out[:GRIPPER] = [v[s] for v, s in zip(self.axis_values, signs)]
+        named = [i for i, s in enumerate(signs) if s]
+        # largest first, as the labeller joins them: distance of the typical value from the axis' rest value
+        named.sort(key=lambda i: -abs(self.axis_values[i][signs[i]] - self.axis_values[i][0]))
+        return JOINER.join(words[i][int(signs[i] > 0)] for i in named) or STOP, out
 
     def draw(self, motion: str, action: np.ndarray, rng: np.random.Generator) -> tuple[str, np.ndarray]:
         """(another motion than the frame's `motion`, its typical action with the frame's gripper unless it names one)."""
+        if self.compose and rng.random() < self.compose:
+            return self.composed(motion, action, rng)
         k = int(rng.integers(len(self.motions)))
         if self.motions[k] == motion:
             k = (k + 1 + int(rng.integers(len(self.motions) - 1))) % len(self.motions)
@@ -243,7 +289,7 @@ def train_policy(model: Any, episodes: Sequence[MotionEpisode], settings: TrainS
     torch.manual_seed(settings.seed)
     n_motion = int(round(settings.mix * settings.batch_size))
     n_swap = int(round(settings.swap * (settings.batch_size - n_motion)))
-    prototypes = MotionPrototypes.of(episodes, normalized) if n_swap else None
+    prototypes = MotionPrototypes.of(episodes, normalized, settings.swap_compose) if n_swap else None
 
     def batches():
         for _ in range(settings.steps):

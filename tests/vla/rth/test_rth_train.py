@@ -9,6 +9,7 @@ import pytest
 import vla
 from vla.model.normalization import normalize_actions, statistics_from_arrays
 from vla.rth.errors import MotionSpecError
+from vla.rth.motions import MOTION_AXES, motion_axes
 from vla.rth.query import predict_actions_given
 from vla.rth.train import MotionPrototypes, TrainSettings, train_policy
 
@@ -35,6 +36,25 @@ def test_prototypes_are_each_motions_median_action_and_keep_the_frames_gripper()
     for s in swapped:  # the gripper follows a gripper word, else stays as the frame had it
         expected = protos.actions[protos.motions.index(s.motion)][-1] if "gripper" in s.motion else normalized[0][0, -1]
         assert s.action[-1] == pytest.approx(expected)
+
+
+def test_composed_swaps_combine_axis_words_at_each_words_typical_value():
+    episodes = colour_episodes(6)
+    stats = _stats(episodes)["action"]
+    normalized = [normalize_actions(e.actions, stats) for e in episodes]
+    protos = MotionPrototypes.of(episodes, normalized, compose=1.0)
+    red = episodes[0]  # "move arm forward", gripper open
+    rng = np.random.default_rng(0)
+    drawn = [protos.swapped(red, 0, normalized[0], rng) for _ in range(40)]
+    assert any(s.motion not in MOTIONS for s in drawn)  # combinations the demos never had
+    for s in drawn:
+        axes = motion_axes(s.motion)
+        assert axes is not None and axes != motion_axes(red.motions[0])  # readable, and another motion
+        for i, axis in enumerate(MOTION_AXES[:6]):
+            assert s.action[i] == pytest.approx(protos.axis_values[i][axes[axis]])
+        assert s.action[-1] == pytest.approx(normalized[0][0, -1])  # arm words leave the frame's gripper
+    with pytest.raises(MotionSpecError, match="swap_compose"):
+        TrainSettings(swap=0.0, swap_compose=0.5)
 
 
 def test_swap_makes_the_action_query_follow_a_motion_the_image_never_came_with():
