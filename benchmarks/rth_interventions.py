@@ -26,7 +26,7 @@ from sim.config import SceneOptions
 from sim.evaluate import paired_bootstrap
 from sim.registry import get_task
 from vla.data.rlds_writer import write_rlds
-from vla.model.normalization import statistics_from_arrays
+from vla.model.normalization import statistics_from_arrays, symmetric_bounds
 from vla.rth.intervene import OracleIntervener, RTHPolicy, run_and_record
 from vla.rth.label import LabelConfig, label_dataset
 from vla.rth.motions import MOTION_AXES, MotionSpec, motion_axes
@@ -58,6 +58,9 @@ class Args:
     # share of those swaps whose motion is composed axis by axis (vla.rth.train.MotionPrototypes.composed):
     # typed or oracle motions the demos never had ("move arm down and move arm left") get trained meanings
     swap_compose: float = 0.0
+    # normalize each arm axis over -b..b, b = max(|q01|, |q99|) (vla.model.normalization.symmetric_bounds):
+    # the demos never move backward, so OpenVLA's q01..q99 bins cannot say the oracle's "move arm backward"
+    symmetric_bounds: bool = False
     # OracleIntervener rules, one online arm each; the first gives rth_intervened and the corrections.
     # "disagree" is the oracle (any axis differs for 2 steps); "conflict" only a wrong direction
     # or a missed gripper change
@@ -192,6 +195,8 @@ def main(args: Args) -> dict:
         held += episodes[cut:]
         print(f"{name}: {report.steps} demo steps, {len(report.counts)} distinct motions")
     stats = statistics_from_arrays(np.concatenate([e.actions for e in train]), mask=[True] * 6 + [False])
+    if args.symmetric_bounds:
+        stats = symmetric_bounds(stats)
     models = {}
     rth_steps = args.rth_train_steps or int(round(args.train_steps / (1 - args.rth_mix)))
     for kind, mix, steps in (("flat", 0.0, args.train_steps), ("rth", args.rth_mix, rth_steps)):

@@ -102,6 +102,20 @@ def _summary(x: np.ndarray) -> dict[str, list[float]]:
             "min": x.min(0).tolist(), "q01": lo.tolist(), "q99": hi.tolist()}
 
 
+def symmetric_bounds(stats: dict[str, Any]) -> dict[str, Any]:
+    """One dataset's statistics with each normalized action dim's q01/q99 widened to -b..b, b = max(|q01|, |q99|).
+
+    For delta actions: OpenVLA's q01..q99 bins cannot express a direction the demos never took (a WidowX
+    set that never moves backward has q01 ~ 0 on x), so a correction asking for it yields no motion."""
+    action = dict(stats["action"])
+    q01, q99 = np.asarray(action["q01"], np.float64), np.asarray(action["q99"], np.float64)
+    mask = np.asarray(action.get("mask", [True] * len(q01)), bool)
+    bound = np.maximum(np.abs(q01), np.abs(q99))
+    action["q01"] = np.where(mask, -bound, q01).tolist()
+    action["q99"] = np.where(mask, bound, q99).tolist()
+    return {**stats, "action": action}
+
+
 def statistics_from_arrays(actions: np.ndarray, proprio: np.ndarray | None = None,
                            mask: np.ndarray | None = None, num_trajectories: int = 1) -> dict[str, Any]:
     """One dataset's statistics in OpenVLA's format from all its transitions ([N, A] actions)."""

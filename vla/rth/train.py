@@ -146,6 +146,9 @@ class MotionPrototypes:
                     values[sign] = float(np.median(rows))
             if 0 not in values:  # an axis that always moves: its rest value is the normalized zero step
                 values[0] = float(np.median(actions[:, i]))
+            for sign in (-1, 1):  # a direction the demos never took: the mirror of the other about rest
+                if sign not in values and -sign in values:  # (normalization is linear; bins clip at +-1)
+                    values[sign] = float(np.clip(2 * values[0] - values[-sign], -1.0, 1.0))
             out.append(values)
         return tuple(out)
 

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from vla.errors import ActionTokenError, StatisticsError
 from vla.model.action_tokenizer import ActionTokenizer
-from vla.model.normalization import ActionStats, normalize_actions, statistics_from_arrays, unnormalize_actions
+from vla.model.normalization import (ActionStats, normalize_actions, statistics_from_arrays, symmetric_bounds,
+                                     unnormalize_actions)
 
 
 def test_token_range_and_known_values():
@@ -49,3 +50,16 @@ def test_normalization_matches_openvla_formula():
     np.testing.assert_allclose(unnormalize_actions(n, a)[inside], actions[inside], atol=1e-6)
     with pytest.raises(StatisticsError, match="7"):
         normalize_actions(np.zeros((2, 6)), a)
+
+
+def test_symmetric_bounds_let_a_direction_the_demos_never_took_round_trip():
+    rng = np.random.default_rng(0)
+    forward_only = np.stack([rng.uniform(0, 0.02, 500), rng.uniform(-0.01, 0.02, 500), rng.integers(0, 2, 500)], 1)
+    stats = statistics_from_arrays(forward_only, mask=[True, True, False])
+    backward = np.array([[-0.015, -0.005, 1.0]])
+    plain = ActionStats.from_dict(stats["action"])
+    assert unnormalize_actions(normalize_actions(backward, plain), plain)[0, 0] == pytest.approx(
+        stats["action"]["q01"][0], abs=1e-6)  # q01..q99 bins clip the step back to ~0
+    wide = ActionStats.from_dict(symmetric_bounds(stats)["action"])
+    np.testing.assert_allclose(unnormalize_actions(normalize_actions(backward, wide), wide), backward, atol=1e-6)
+    assert symmetric_bounds(stats)["action"]["q01"][2] == stats["action"]["q01"][2]  # unmasked dims untouched
