@@ -49,6 +49,7 @@ class Train:
     rth_mix: float = 0.5  # share of motion-query rows per batch
     rth_lookahead: int = 1  # the motion query learns the motion this many steps ahead
     rth_swap: float = 0.0  # share of action-query rows given another motion and its typical action (follows overrides)
+    rth_swap_compose: float = 0.0  # share of those swaps composed axis by axis (motions the demos never had)
     steps: int = 300  # optimizer steps
     batch_size: int = 8
     lr: float = 3e-4
@@ -58,7 +59,8 @@ class Train:
         from vla.rth.train import TrainSettings, train_cli
 
         settings = TrainSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, mix=self.rth_mix,
-                                 lookahead=self.rth_lookahead, swap=self.rth_swap, seed=self.seed)
+                                 lookahead=self.rth_lookahead, swap=self.rth_swap,
+                                 swap_compose=self.rth_swap_compose, seed=self.seed)
         print(f"wrote {train_cli(self.dataset, self.data_dir, self.out, self.base, settings)}")
 
 
