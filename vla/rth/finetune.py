@@ -63,8 +63,8 @@ class MotionSwap:
     resumed run and any number of ranks read the same rows)."""
 
     def __init__(self, motions: np.ndarray, actions: np.ndarray, batch_size: int, mix: float, swap: float,
-                 seed: int) -> None:
-        self.prototypes = MotionPrototypes.from_frames(motions[:, NOW], actions)
+                 seed: int, compose: float = 0.0) -> None:
+        self.prototypes = MotionPrototypes.from_frames(motions[:, NOW], actions, compose)
         action_positions = np.flatnonzero(~motion_query_rows(batch_size, mix))
         self.rows = np.zeros(batch_size, bool)
         self.rows[action_positions[motion_query_rows(len(action_positions), swap)]] = True

@@ -80,9 +80,14 @@ class TrainSettings:
                                   f"{self.schedule!r}")
         check_mix_lookahead(self.mix, self.lookahead)
         check_swap(self.swap, self.mix)
-        if not 0.0 <= self.swap_compose <= 1.0 or (self.swap_compose and not self.swap):
-            raise MotionSpecError(f"swap_compose {self.swap_compose} must be in [0, 1] and needs swap > 0: the share "
-                                  "of swapped rows whose motion is composed axis by axis")
+        check_swap_compose(self.swap_compose, self.swap)
+
+
+def check_swap_compose(compose: float, swap: float) -> None:
+    """The share of swapped rows whose motion is composed axis by axis: in [0, 1], and only with swaps."""
+    if not 0.0 <= compose <= 1.0 or (compose and not swap):
+        raise MotionSpecError(f"--rth-swap-compose {compose} must be in [0, 1] and needs --rth-swap > 0: the share "
+                              "of swapped rows whose motion is composed axis by axis")
 
 
 def check_swap(swap: float, mix: float) -> None:

@@ -83,6 +83,9 @@ class FinetuneConfig:
     # with --rth: share of action-query rows trained on another motion and its typical action, so the action
     # query follows a typed motion (vla.rth.train.MotionPrototypes); 0: RT-H's recipe
     rth_swap: float = 0.0
+    # with --rth-swap: share of those rows whose motion is composed axis by axis, so motions the demos never
+    # had ("move arm left and move arm backward") get a trained meaning
+    rth_swap_compose: float = 0.0
     split: str = "train"  # the dataset split to read, by its tfds name (RLDS sets usually have only "train")
     heldout_fraction: float = 0.1  # share of episodes kept out of training for held-out metrics (0: none)
     eval_every: int = 100  # held-out accuracy/L1 every N steps (and at the end)
@@ -144,17 +147,20 @@ class FinetuneConfig:
 
     def _check_rth(self) -> None:
         if not self.rth:
-            if (self.rth_mix, self.rth_lookahead, self.rth_swap) != (RTH_MIX, RTH_LOOKAHEAD, 0.0):
+            if (self.rth_mix, self.rth_lookahead, self.rth_swap, self.rth_swap_compose) != (RTH_MIX, RTH_LOOKAHEAD,
+                                                                                             0.0, 0.0):
                 raise TrainConfigError(f"--rth-mix {self.rth_mix} / --rth-lookahead {self.rth_lookahead} / --rth-swap "
-                                       f"{self.rth_swap} set the RT-H queries; add --rth (on a dataset labelled by "
+                                       f"{self.rth_swap} / --rth-swap-compose {self.rth_swap_compose} set the RT-H "
+                                       "queries; add --rth (on a dataset labelled by "
                                        "`vla rth label`)")
             return
         from vla.rth.errors import MotionSpecError
-        from vla.rth.train import check_mix_lookahead, check_swap
+        from vla.rth.train import check_mix_lookahead, check_swap, check_swap_compose
 
         try:
             check_mix_lookahead(self.rth_mix, self.rth_lookahead)
             check_swap(self.rth_swap, self.rth_mix)
+            check_swap_compose(self.rth_swap_compose, self.rth_swap)
         except MotionSpecError as e:
             raise TrainConfigError(str(e)) from e
         if self.mode != "full" and not self.merge:
@@ -201,7 +207,8 @@ class FinetuneConfig:
         keep = ("base", "dataset", "mixture", "mode", "max_steps", "batch_size", "grad_accum", "lora", "optim",
                 "freeze_vision", "precision", "seed", "image_role", "image_aug", "split", "heldout_fraction", "images", "vib", "vib_beta")
         if self.rth:  # absent for flat runs, so runs recorded before --rth existed still resume
-            keep += ("rth", "rth_mix", "rth_lookahead") + (("rth_swap",) if self.rth_swap else ())
+            keep += ("rth", "rth_mix", "rth_lookahead") + (("rth_swap",) if self.rth_swap else ()) \
+                + (("rth_swap_compose",) if self.rth_swap_compose else ())
         d = self.to_json()
         return {k: d[k] for k in keep}
 

@@ -299,7 +299,7 @@ def _motion_swap(config: FinetuneConfig, data: TrainData):
     from vla.rth.finetune import MotionSwap
 
     return MotionSwap(data.train.motions, data.train.actions, config.batch_size, config.rth_mix, config.rth_swap,
-                      config.seed)
+                      config.seed, config.rth_swap_compose)
 
 
 def _gather_model(config: FinetuneConfig, wrapped: torch.nn.Module, module: ActionLoss, ctx: DistContext):

@@ -53,7 +53,7 @@ def test_composed_swaps_combine_axis_words_at_each_words_typical_value():
         for i, axis in enumerate(MOTION_AXES[:6]):
             assert s.action[i] == pytest.approx(protos.axis_values[i][axes[axis]])
         assert s.action[-1] == pytest.approx(normalized[0][0, -1])  # arm words leave the frame's gripper
-    with pytest.raises(MotionSpecError, match="swap_compose"):
+    with pytest.raises(MotionSpecError, match="--rth-swap-compose"):
         TrainSettings(swap=0.0, swap_compose=0.5)
 
 

@@ -113,12 +113,17 @@ def test_finetune_rth_swap_trains_resumes_and_refuses_another_share(rth_data, tm
         finetune(_config(out, rth_data, resume=True, rth_swap=0.25))
     finetune(_config(out, rth_data, resume=True, rth_swap=0.5))
     assert rth_info(vla.OpenVLA.from_pretrained(out)) is not None
+    composed = tmp_path / "composed"  # half the swaps composed axis by axis: trains, and resumes only alike
+    finetune(_config(composed, rth_data, rth_swap=0.5, rth_swap_compose=0.5, stop_at_step=2, checkpoint_every=2))
+    with pytest.raises(ResumeError, match="rth_swap_compose"):
+        finetune(_config(composed, rth_data, resume=True, rth_swap=0.5))
 
 
 @pytest.mark.parametrize("flags, message", [
     (["--rth", "--rth-mix", "1.5", "--mode", "full"], r"--rth-mix 1.5 must be in \[0, 1\]"),
     (["--rth", "--rth-swap", "1", "--mode", "full"], r"--rth-swap 1.0 must be in \[0, 1\)"),
     (["--rth-swap", "0.3", "--mode", "full"], "add --rth"),
+    (["--rth", "--rth-swap-compose", "0.5", "--mode", "full"], "--rth-swap-compose 0.5 .* needs --rth-swap > 0"),
     (["--rth", "--rth-lookahead", "-1", "--mode", "full"], "--rth-lookahead -1 must be >= 0"),
     (["--rth-mix", "0.3", "--mode", "full"], "add --rth"),
     (["--rth"], "add --merge"),
