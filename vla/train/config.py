@@ -70,6 +70,9 @@ class FinetuneConfig:
     # OpenVLA's training augmentation (random resized crop of 0.9 area + colour jitter), seeded per
     # (seed, step, frame) so --resume stays exact; the checkpoint then evaluates on the 0.9-area centre crop
     image_aug: bool = False
+    # bin each arm action dim over -b..b, b = max(|q01|, |q99|), instead of OpenVLA's q01..q99, so a direction
+    # the demos never took stays expressible (a correction's "move arm backward"); for delta actions
+    symmetric_action_bounds: bool = False
     # several cameras (eye-in-hand): comma-separated roles in token order, e.g. "primary,wrist", or a rig
     # name (third_person, eye_in_hand, both, both-vib); replaces --image-role
     images: str | None = None
@@ -206,6 +209,8 @@ class FinetuneConfig:
         """The settings a resumed run must share with the run it continues."""
         keep = ("base", "dataset", "mixture", "mode", "max_steps", "batch_size", "grad_accum", "lora", "optim",
                 "freeze_vision", "precision", "seed", "image_role", "image_aug", "split", "heldout_fraction", "images", "vib", "vib_beta")
+        if self.symmetric_action_bounds:  # absent otherwise, so runs recorded before the flag still resume
+            keep += ("symmetric_action_bounds",)
         if self.rth:  # absent for flat runs, so runs recorded before --rth existed still resume
             keep += ("rth", "rth_mix", "rth_lookahead") + (("rth_swap",) if self.rth_swap else ()) \
                 + (("rth_swap_compose",) if self.rth_swap_compose else ())

@@ -23,7 +23,7 @@ from vla.data.rlds import decode_image, iter_episodes, open_dataset
 from vla.data.errors import StatisticsError
 from vla.data.statistics import cache_path, source_statistics
 from vla.errors import StatisticsError as ModelStatisticsError
-from vla.model.normalization import ActionStats, normalize_actions
+from vla.model.normalization import ActionStats, normalize_actions, symmetric_bounds
 from vla.train.errors import IncompatibleDataError, MissingStatisticsError
 
 log = logging.getLogger(__name__)
@@ -92,11 +92,12 @@ def _pick(items: list | None, idx: np.ndarray) -> list | None:
 
 def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: str, role: str | tuple[str, ...],
                     heldout_fraction: float, seed: int, mixtures_file: pathlib.Path = MIXTURES_PATH,
-                    motion_lookahead: int | None = None) -> TrainData:
+                    motion_lookahead: int | None = None, symmetric_action_bounds: bool = False) -> TrainData:
     """Read every episode of the dataset (or each mixture member), split off held-out episodes.
 
     motion_lookahead: RT-H (--rth); each frame also carries its `language_motion` and the motion this
-    many steps on (the datasets must be labelled by `vla rth label`)."""
+    many steps on (the datasets must be labelled by `vla rth label`).
+    symmetric_action_bounds: normalize (and store) each dataset's statistics via `symmetric_bounds`."""
     roles = (role,) if isinstance(role, str) else tuple(role)  # several: the model's --images, in order
     mixture = resolve_mixture(dataset_or_mixture, load_mixtures(mixtures_file))
     train_parts, heldout_parts, norm_stats, counts, dims = [], [], {}, {}, {}
@@ -110,6 +111,8 @@ def load_train_data(dataset_or_mixture: str, data_dir: pathlib.Path, *, split: s
             fix = (f"delete the damaged cache {cached} so they are recomputed" if cached.is_file() else
                    f"run `vla data stats {name} --data-dir {data_dir}`")
             raise MissingStatisticsError(f"dataset {name!r} in {data_dir} has no usable statistics ({e}); {fix}") from e
+        if symmetric_action_bounds:
+            stats = symmetric_bounds(stats)
         episodes = list(iter_episodes(source, split))
         motions = None
         if motion_lookahead is not None:

@@ -162,7 +162,8 @@ def _run(config: FinetuneConfig, ctx: DistContext) -> pathlib.Path:
     data: TrainData = load_train_data(config.datasets_arg, config.data_dir, split=config.split,
                                       role=config.cameras()[0], heldout_fraction=config.heldout_fraction,
                                       seed=config.seed, mixtures_file=config.mixtures_file,
-                                      motion_lookahead=config.rth_lookahead if config.rth else None)
+                                      motion_lookahead=config.rth_lookahead if config.rth else None,
+                                      symmetric_action_bounds=config.symmetric_action_bounds)
     torch.manual_seed(config.seed)  # LoRA init: identical on every rank
     model = load_base(config, ctx.device)
     check_action_dim(model, data.action_dim, config.allow_new_action_dim)

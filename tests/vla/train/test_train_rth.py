@@ -113,10 +113,19 @@ def test_finetune_rth_swap_trains_resumes_and_refuses_another_share(rth_data, tm
         finetune(_config(out, rth_data, resume=True, rth_swap=0.25))
     finetune(_config(out, rth_data, resume=True, rth_swap=0.5))
     assert rth_info(vla.OpenVLA.from_pretrained(out)) is not None
-    composed = tmp_path / "composed"  # half the swaps composed axis by axis: trains, and resumes only alike
-    finetune(_config(composed, rth_data, rth_swap=0.5, rth_swap_compose=0.5, stop_at_step=2, checkpoint_every=2))
+    composed = tmp_path / "composed"  # half the swaps composed axis by axis, on symmetric action bins
+    finetune(_config(composed, rth_data, rth_swap=0.5, rth_swap_compose=0.5, symmetric_action_bounds=True,
+                     stop_at_step=2, checkpoint_every=2))
     with pytest.raises(ResumeError, match="rth_swap_compose"):
-        finetune(_config(composed, rth_data, resume=True, rth_swap=0.5))
+        finetune(_config(composed, rth_data, resume=True, rth_swap=0.5, symmetric_action_bounds=True))
+    with pytest.raises(ResumeError, match="symmetric_action_bounds"):
+        finetune(_config(composed, rth_data, resume=True, rth_swap=0.5, rth_swap_compose=0.5))
+    finetune(_config(composed, rth_data, resume=True, rth_swap=0.5, rth_swap_compose=0.5,
+                     symmetric_action_bounds=True))
+    stats = vla.OpenVLA.from_pretrained(composed).norm_stats["colours_rth"]["action"]
+    arm = np.asarray(stats["mask"], bool)
+    assert arm.any() and np.all(np.asarray(stats["q99"])[arm] > 0)
+    np.testing.assert_allclose(np.asarray(stats["q01"])[arm], -np.asarray(stats["q99"])[arm])  # -b..b stored
 
 
 @pytest.mark.parametrize("flags, message", [
