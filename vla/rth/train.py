@@ -26,7 +26,7 @@ from vla.model.multi_image import stack_role_images
 from vla.model.normalization import normalize_actions, select_stats
 from vla.rth.errors import CorrectionsError, MissingMotionsError, MotionSpecError
 from vla.rth.label import MOTION_FIELD
-from vla.rth.motions import GRIPPER, JOINER, MOTION_AXES, STOP, motion_axes, word_table
+from vla.rth.motions import DEFAULT_WORDS, GRIPPER, JOINER, MOTION_AXES, STOP, motion_axes
 from vla.rth.query import RTHInfo, Sample, encode_samples, require_rth, set_rth_info, weighted_loss
 from vla.train.loop import LrSchedule
 
@@ -135,7 +135,7 @@ class MotionPrototypes:
         axes = [motion_axes(m) for m in kept]
         return cls(tuple(kept), np.stack([np.median(np.stack(by_motion[m]), axis=0) for m in kept]).astype(np.float32),
                    np.array([a is not None and a["gripper"] != 0 for a in axes]),
-                   cls._axis_values(motions, actions), compose)
+                   cls._axis_values(motions, actions) if compose else (), compose)
 
     @classmethod
     def _axis_values(cls, motions: Sequence[str], actions: np.ndarray) -> tuple[dict[int, float], ...]:
@@ -158,8 +158,8 @@ class MotionPrototypes:
         return tuple(out)
 
     def composed(self, motion: str, action: np.ndarray, rng: np.random.Generator) -> tuple[str, np.ndarray]:
-        """(a motion with each arm axis' direction drawn on its own, unlike `motion`; its typical action)."""
-        words = word_table(None)
+        """(a motion with each arm axis' direction drawn on its own, its typical action); a draw whose arm
+        axes say what `motion` says is redrawn, up to 10 times."""
         current = motion_axes(motion)
         for _ in range(10):  # redraw when the draw says what the frame's own motion says
             signs = [int(rng.choice(sorted(v))) for v in self.axis_values]
@@ -170,7 +170,7 @@ class MotionPrototypes:
         named = [i for i, s in enumerate(signs) if s]
         # largest first, as the labeller joins them: distance of the typical value from the axis' rest value
         named.sort(key=lambda i: -abs(self.axis_values[i][signs[i]] - self.axis_values[i][0]))
-        return JOINER.join(words[i][int(signs[i] > 0)] for i in named) or STOP, out
+        return JOINER.join(DEFAULT_WORDS[MOTION_AXES[i]][int(signs[i] > 0)] for i in named) or STOP, out
 
     def draw(self, motion: str, action: np.ndarray, rng: np.random.Generator) -> tuple[str, np.ndarray]:
         """(another motion than the frame's `motion`, its typical action with the frame's gripper unless it names one)."""
