@@ -8,9 +8,11 @@ RT-H, one observation per call, against the flat policy's `predict_action` (7 ac
   sequential  motion query, then the action query with that motion (two prefills, two vision passes)
   look-ahead  one batched call: action query with the previous step's motion + next motion query
               (one vision pass; decodes max(7, motion length) steps). Target <= 1.2x flat.
-A random model never says EOS, so the motion answer's length is set through the decoder's cap
+A random model never says EOS, so the motion answer's length is set through the free-text decoder's cap
 (`vla.rth.query.MAX_MOTION_TOKENS`): by default the median, p90 and longest answer of our labeller on
 the real Bridge shards in ../shared/real (5, 12 and 17 tokens with EOS; 63 motions over 250 steps).
+These variants decode free text; the grammar decode that RT-H checkpoints use by default takes
+fewer passes for the same answers (3, 6 and 9: benchmarks/rth_motion_decode.py).
 
 Cameras: `predict_action` latency, prefill length and peak memory for image roles [primary] and
 [primary, wrist], the latter also with the VIB on primary; then one LoRA training step (rank 32,
@@ -105,11 +107,12 @@ def rth_latency(model: vla.OpenVLA, image: np.ndarray, lengths: list[int], calls
             decoded[n] = motion_tokens_decoded(model, image)
 
             def sequential() -> None:
-                motion = predict_motions(model, [image], [INSTRUCTION])[0]
+                motion = predict_motions(model, [image], [INSTRUCTION], free_text=True)[0]
                 predict_actions_given(model, [image], [INSTRUCTION], [motion])
 
             variants[f"sequential {n}"] = sequential
-            variants[f"lookahead {n}"] = lambda: predict_lookahead(model, [image], [INSTRUCTION], [MOTION])
+            variants[f"lookahead {n}"] = lambda: predict_lookahead(model, [image], [INSTRUCTION], [MOTION],
+                                                                   free_text=True)
             caps[f"sequential {n}"] = caps[f"lookahead {n}"] = n
         times = interleaved(variants, calls, device, setup=lambda name: setattr(rth_query, "MAX_MOTION_TOKENS",
                                                                                  caps[name]))

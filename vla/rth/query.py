@@ -29,6 +29,7 @@ from vla.model.normalization import select_stats, unnormalize_actions
 from vla.model.processor import IGNORE_INDEX
 from vla.model.vib import add_kl_term
 from vla.rth.errors import MotionQueryError
+from vla.rth.grammar import MotionCursor, MotionGrammar
 from vla.rth.motions import STOP, check_motion
 
 logger = logging.getLogger(__name__)
@@ -177,10 +178,14 @@ def weighted_loss(model: Any, pixel_values: torch.Tensor, batch: dict[str, torch
 
 @torch.inference_mode()
 def greedy_decode(model: Any, patches: torch.Tensor, rows: Sequence[Sequence[int]],
-                  action_rows: Sequence[bool], n_action_tokens: int) -> list[list[int]]:
-    """Greedy decode of a mixed batch (`patches` from `model.embed_images`): action rows take `n_action_tokens` action ids, motion rows take
-    text ids until EOS (at most MAX_MOTION_TOKENS). One prefill with the image, then one token per step."""
-    tok, at = model.processor.tokenizer, model.action_tokenizer
+                  action_rows: Sequence[bool], n_action_tokens: int,
+                  grammar: MotionGrammar | None = None) -> list[list[int]]:
+    """Greedy decode of a mixed batch (`patches` from `model.embed_images`): action rows take
+    `n_action_tokens` action ids, motion rows take text ids until EOS (at most MAX_MOTION_TOKENS).
+
+    One prefill with the image, then one token per row per pass; with a `grammar`, motion rows are
+    held to it and feed the tokens it forces in the same pass (`vla.rth.grammar`)."""
+    tok = model.processor.tokenizer
     width = max(len(r) for r in rows)
     ids = torch.full((len(rows), width), tok.pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -188,11 +193,15 @@ def greedy_decode(model: Any, patches: torch.Tensor, rows: Sequence[Sequence[int
         ids[i, width - len(r):], mask[i, width - len(r):] = torch.tensor(list(r)), 1
     ids, mask = ids.to(model.device), mask.to(model.device)
     embeds, mask = model._prefill_inputs(ids, mask, patches)
-    padded = bool((mask == 0).any())
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     cache = transformers.DynamicCache(config=model.language_model.config)
+    padded = bool((mask == 0).any())
     out = model.language_model(inputs_embeds=embeds, attention_mask=mask if padded else None,
                                 position_ids=position_ids, use_cache=True, logits_to_keep=1, **{CACHE_ARG: cache})
+    if grammar is not None and not all(action_rows):
+        return _grammar_passes(model, cache, out.logits[:, -1].float(), mask, position_ids[:, -1] + 1,
+                               action_rows, n_action_tokens, grammar)
+    at = model.action_tokenizer
     is_action = torch.tensor(list(action_rows), device=model.device)
     budget = n_action_tokens if all(action_rows) else max(n_action_tokens, MAX_MOTION_TOKENS)
     text_ban = torch.zeros(out.logits.shape[-1], dtype=torch.bool, device=model.device)
@@ -224,6 +233,69 @@ def greedy_decode(model: Any, patches: torch.Tensor, rows: Sequence[Sequence[int
         else:  # through the first EOS (kept: it marks a finished answer), or the whole budget
             outputs.append(row[:row.index(tok.eos_id) + 1] if tok.eos_id in row else row)
     return outputs
+
+
+def _grammar_passes(model: Any, cache: Any, first_logits: torch.Tensor, mask: torch.Tensor, next_pos: torch.Tensor,
+                    action_rows: Sequence[bool], n_action_tokens: int, grammar: MotionGrammar) -> list[list[int]]:
+    """The decode after the prefill when motion rows follow `grammar`: each pass feeds every row's
+    chosen token plus what the grammar forces (and a speculative joiner), rows padded to one width."""
+    at, pad_id = model.action_tokenizer, model.processor.tokenizer.pad_id
+    n = len(action_rows)
+    actions: list[list[int]] = [[] for _ in range(n)]
+    cursors = [None if is_act else MotionCursor(grammar) for is_act in action_rows]
+    pending: list[list[int]] = [[] for _ in range(n)]  # tokens each row feeds in the next pass
+    spec: list[tuple[int, ...]] = [()] * n  # of those, the speculative joiner's
+    next_pos = next_pos.tolist()
+    # per row, the logits to decide from: [the end of the phrase before a speculative joiner, the last token fed]
+    logits = first_logits.cpu()[:, None].expand(-1, 2, -1)
+    while True:
+        for r in range(n):
+            cur = cursors[r]
+            if cur is None:
+                if len(actions[r]) < n_action_tokens:
+                    tok_id = int(logits[r, 1, at.first_id: at.last_id + 1].argmax()) + at.first_id
+                    actions[r].append(tok_id)
+                    pending[r] = [tok_id] if len(actions[r]) < n_action_tokens else []
+                continue
+            if cur.done:
+                pending[r], spec[r] = [], ()
+                continue
+            fed_spec, spec[r] = spec[r], ()
+            if fed_spec:  # end the answer at the finished phrase, or go on after the joiner already fed
+                ends = logits[r, 0, grammar.eos] >= logits[r, 0, grammar.joiner[0]]
+                new = cur.take(grammar.eos if ends else grammar.joiner[0])
+                if cur.done:
+                    pending[r] = []
+                    continue
+                extra = new[len(fed_spec):]  # forced after the joiner, not fed yet: feed before deciding
+                if extra:
+                    spec[r] = cur.speculation()
+                    pending[r] = [*extra, *spec[r]]
+                    continue
+            choices = cur.allowed()
+            new = cur.take(choices[int(logits[r, 1, choices].argmax())])
+            spec[r] = () if cur.done else cur.speculation()
+            pending[r] = [] if cur.done else [*new, *spec[r]]  # a finished answer needs no pass
+        width = max(len(p) for p in pending)
+        if width == 0:
+            break
+        dev = mask.device
+        ids = torch.full((n, width), pad_id, dtype=torch.long)
+        new_mask = torch.zeros((n, width), dtype=torch.long)
+        pos = torch.zeros((n, width), dtype=torch.long)
+        for r, p in enumerate(pending):
+            ids[r, :len(p)], new_mask[r, :len(p)] = torch.tensor(p, dtype=torch.long), 1
+            pos[r] = torch.arange(next_pos[r], next_pos[r] + width)
+            next_pos[r] += len(p)
+        mask = torch.cat([mask, new_mask.to(dev)], dim=1)
+        out = model.language_model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev),
+                                   use_cache=True, **{CACHE_ARG: cache})
+        last = torch.tensor([max(len(p) - 1, 0) for p in pending])
+        before = (last - torch.tensor([len(s) for s in spec])).clamp(min=0)
+        rows = torch.arange(n, device=dev)
+        full = out.logits.float()
+        logits = torch.stack([full[rows, before.to(dev)], full[rows, last.to(dev)]], 1).cpu()
+    return [actions[r] if cursors[r] is None else cursors[r].tokens for r in range(n)]
 
 
 @torch.inference_mode()
@@ -262,13 +334,37 @@ def _checked_batch(images: Sequence[Any], instructions: Sequence[str], *others: 
                                f"{[len(x) for x in others]} motions; give one of each per observation")
 
 
-def predict_motions(model: Any, images: Sequence[Any], instructions: Sequence[str]) -> list[str]:
-    """The motion query for a batch: one motion string per image."""
+_GRAMMARS: dict[tuple[str, tuple[str, ...]], MotionGrammar | None] = {}
+
+
+def motion_grammar(model: Any) -> MotionGrammar | None:
+    """The grammar of the checkpoint's motion vocabulary (built once per checkpoint and vocabulary);
+    None, logged, where its tokenizer does not join phrases token by token."""
+    info = require_rth(model, "a motion grammar")
+    key = (info.checkpoint_id, info.vocabulary)
+    if key not in _GRAMMARS:
+        tok = model.processor.tokenizer
+        _GRAMMARS[key] = MotionGrammar.from_vocabulary(
+            info.vocabulary, lambda text: tok.tokenizer.encode(text, add_special_tokens=False).ids, tok.eos_id,
+            MAX_MOTION_TOKENS)
+        if _GRAMMARS[key] is None:
+            logger.warning("this checkpoint's tokenizer does not write a motion as its phrases' tokens joined; "
+                           "the motion query decodes free text")
+    return _GRAMMARS[key]
+
+
+def predict_motions(model: Any, images: Sequence[Any], instructions: Sequence[str], *,
+                    free_text: bool = False) -> list[str]:
+    """The motion query for a batch: one motion string per image.
+
+    The answer is held to the checkpoint's phrases joined by " and" (`vla.rth.grammar`), which also
+    saves decode passes; `free_text=True` decodes any text, as RT-H's paper does."""
     require_rth(model, "predict_motion")
     _checked_batch(images, instructions)
     tok = model.processor.tokenizer
     rows = [motion_prompt_ids(tok, s) for s in instructions]
-    out = greedy_decode(model, _patches(model, images), rows, [False] * len(rows), 0)
+    out = greedy_decode(model, _patches(model, images), rows, [False] * len(rows), 0,
+                        None if free_text else motion_grammar(model))
     return [_motion_text(model, ids) for ids in out]
 
 
@@ -286,8 +382,10 @@ def predict_actions_given(model: Any, images: Sequence[Any], instructions: Seque
 
 
 def predict_lookahead(model: Any, images: Sequence[Any], instructions: Sequence[str],
-                      motions: Sequence[str], unnorm_key: str | None = None) -> tuple[np.ndarray, list[str]]:
-    """One batched call: actions for `motions` (predicted at the previous step) and the next motions."""
+                      motions: Sequence[str], unnorm_key: str | None = None, *,
+                      free_text: bool = False) -> tuple[np.ndarray, list[str]]:
+    """One batched call: actions for `motions` (predicted at the previous step) and the next motions
+    (held to the checkpoint's phrases unless `free_text`, as in `predict_motions`)."""
     info = require_rth(model, "look-ahead prediction")
     _checked_batch(images, instructions, motions)
     _log_out_of_vocabulary(info, motions)
@@ -297,7 +395,8 @@ def predict_lookahead(model: Any, images: Sequence[Any], instructions: Sequence[
     rows = [action_prompt_ids(tok, s, m) for s, m in zip(instructions, motions)]
     rows += [motion_prompt_ids(tok, s) for s in instructions]
     patches = _patches(model, images)  # one vision pass serves both queries
-    out = greedy_decode(model, torch.cat([patches, patches]), rows, [True] * b + [False] * b, stats.dim)
+    out = greedy_decode(model, torch.cat([patches, patches]), rows, [True] * b + [False] * b, stats.dim,
+                        None if free_text else motion_grammar(model))
     actions = unnormalize_actions(model.action_tokenizer.decode(np.asarray(out[:b])), stats)
     return actions, [_motion_text(model, ids) for ids in out[b:]]
 
