@@ -29,7 +29,7 @@ import vla
 from vla.model.normalization import statistics_from_arrays
 from vla.rth.grammar import MotionCursor, MotionGrammar
 from vla.rth.label import label_dataset
-from vla.rth.motions import STOP
+from vla.rth.motions import STOP, word_table
 from vla.rth.query import MAX_MOTION_TOKENS, predict_lookahead, rth_info, set_rth_info
 from vla.rth.train import MotionEpisode, TrainSettings, read_motion_episodes, train_policy
 
@@ -60,7 +60,7 @@ def bridge_passes(data: pathlib.Path, tokenizer) -> tuple[dict, dict[str, int]]:
     with tempfile.TemporaryDirectory() as tmp:
         counts = dict(label_dataset("bridge_dataset", data, pathlib.Path(tmp)).counts)
     grammar = MotionGrammar.from_vocabulary(list(counts), lambda t: encode(tokenizer, t), tokenizer.eos_id,
-                                            MAX_MOTION_TOKENS)
+                                            MAX_MOTION_TOKENS, word_table(None))
     if grammar is None:
         raise SystemExit("the Bridge vocabulary does not tokenize phrase by phrase; no grammar to measure")
     free, held, weights = [], [], []

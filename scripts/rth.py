@@ -80,13 +80,17 @@ class LearnCorrections:
     seed: int = 0
     unnorm_key: str | None = None  # statistics the anchor rows' actions are normalized with (if the base has several)
     anchor: bool = True  # replay the episodes' executed actions on the action query, which shares every weight
+    replay: str | None = None  # a labelled demo dataset (`vla rth label` output) to mix into the motion rows
+    replay_data_dir: pathlib.Path | None = None  # folder holding --replay (default: --corrections)
+    replay_share: float = 0.5  # with --replay: share of motion-query rows drawn from the demos
 
     def run(self) -> None:
         from vla.rth.train import TrainSettings, learn_corrections_cli
 
         settings = TrainSettings(steps=self.steps, batch_size=self.batch_size, lr=self.lr, seed=self.seed)
+        replay = None if self.replay is None else (self.replay, self.replay_data_dir or self.corrections)
         out = learn_corrections_cli(self.base, self.corrections, self.out, self.weight, settings, self.unnorm_key,
-                                    self.anchor)
+                                    self.anchor, replay, self.replay_share if replay else 0.0)
         print(f"wrote {out}")
 
 

@@ -1,5 +1,5 @@
 """The motion query's answer as a grammar over tokens: phrases of the checkpoint's vocabulary joined
-by " and ", or "stop" alone.
+by " and ", at most one per axis, or "stop" alone.
 
 Two uses when decoding a motion (`vla.rth.query.greedy_decode`):
 - the answer can only be a motion the action query knows the words of (no stray text);
@@ -21,21 +21,24 @@ from vla.rth.motions import JOINER, STOP
 
 @dataclasses.dataclass(frozen=True)
 class MotionGrammar:
-    """Token ids of every phrase, of the joiner, and EOS; phrases may each appear once per motion."""
+    """Token ids of every phrase, of the joiner, and EOS; one phrase per axis in a motion."""
 
     phrases: tuple[tuple[int, ...], ...]
     joiner: tuple[int, ...]
     eos: int
     stop: int | None  # index of the "stop" phrase: only ever the whole answer
     max_tokens: int  # no joiner once an answer has this many tokens (the free decode's cap)
+    axes: tuple[int, ...] = ()  # per phrase, its axis (phrases of one axis exclude each other); () = its own
 
     @classmethod
     def from_vocabulary(cls, vocabulary: Sequence[str], encode: Callable[[str], list[int]], eos: int,
-                        max_tokens: int) -> "MotionGrammar | None":
+                        max_tokens: int, words: Sequence[tuple[str, str]] = ()) -> "MotionGrammar | None":
         """The grammar of `vocabulary`'s phrases; None where joining phrase tokens would not give the
         tokens a motion was trained on (a tokenizer that merges across words), so free decoding is safe.
 
-        `encode(text)` gives a text's tokens without BOS/EOS, as the motion query was trained."""
+        `encode(text)` gives a text's tokens without BOS/EOS, as the motion query was trained.
+        `words`: (negative, positive) phrase pairs, one per axis; a motion names each axis at most once,
+        as the labeller writes them (a phrase in no pair is an axis of its own)."""
         motions = sorted({m.strip().lower() for m in vocabulary if m.strip()})
         texts = sorted({p for m in motions for p in m.split(JOINER)})
         if not texts:
@@ -50,7 +53,9 @@ class MotionGrammar:
             if joined != list(encode(m)):
                 return None
         phrases = tuple(ids[p] for p in texts)
-        return cls(phrases, joiner, eos, texts.index(STOP) if STOP in texts else None, max_tokens)
+        axis_of = {p: a for a, pair in enumerate(words) for p in pair}
+        axes = tuple(axis_of.get(p, len(words) + i) for i, p in enumerate(texts))
+        return cls(phrases, joiner, eos, texts.index(STOP) if STOP in texts else None, max_tokens, axes)
 
 
 class MotionCursor:
@@ -61,11 +66,14 @@ class MotionCursor:
         self.tokens: list[int] = []  # the answer so far (ends with EOS once done)
         self.done = False
         self._prefix: tuple[int, ...] = ()  # tokens of the phrase being written
-        self._used: frozenset[int] = frozenset()  # phrases already finished in this answer
+        self._used: frozenset[int] = frozenset()  # axes of the phrases already finished in this answer
+
+    def _axis(self, i: int) -> int:
+        return self.g.axes[i] if self.g.axes else i
 
     def _candidates(self) -> list[int]:
         n = len(self._prefix)
-        return [i for i, p in enumerate(self.g.phrases) if i not in self._used and p[:n] == self._prefix
+        return [i for i, p in enumerate(self.g.phrases) if self._axis(i) not in self._used and p[:n] == self._prefix
                 and (i != self.g.stop or not self._used)]
 
     def _finished_phrase(self) -> int | None:
@@ -74,15 +82,14 @@ class MotionCursor:
     def _may_join(self, finished: int) -> bool:
         if finished == self.g.stop or len(self.tokens) >= self.g.max_tokens:
             return False
-        used = self._used | {finished}
-        return any(i not in used and i != self.g.stop for i in range(len(self.g.phrases)))
+        used = self._used | {self._axis(finished)}
+        return any(self._axis(i) not in used and i != self.g.stop for i in range(len(self.g.phrases)))
 
     def allowed(self) -> list[int]:
         """The tokens that may come next (empty once done)."""
         if self.done:
             return []
-        n = len(self._prefix)
-        out = sorted({self.g.phrases[i][n] for i in self._candidates() if len(self.g.phrases[i]) > n})
+        out = sorted(self._children())
         finished = self._finished_phrase()
         if finished is not None:
             out.append(self.g.eos)
@@ -104,7 +111,7 @@ class MotionCursor:
                 break
             if joins:
                 self.tokens.extend(self.g.joiner)
-                self._used, self._prefix = self._used | {finished}, ()
+                self._used, self._prefix = self._used | {self._axis(finished)}, ()
             else:
                 self.tokens.append(token)
                 self._prefix = (*self._prefix, token)

@@ -30,7 +30,7 @@ from vla.model.processor import IGNORE_INDEX
 from vla.model.vib import add_kl_term
 from vla.rth.errors import MotionQueryError
 from vla.rth.grammar import MotionCursor, MotionGrammar
-from vla.rth.motions import STOP, check_motion
+from vla.rth.motions import STOP, check_motion, word_table
 
 logger = logging.getLogger(__name__)
 
@@ -338,15 +338,16 @@ _GRAMMARS: dict[tuple[str, tuple[str, ...]], MotionGrammar | None] = {}
 
 
 def motion_grammar(model: Any) -> MotionGrammar | None:
-    """The grammar of the checkpoint's motion vocabulary (built once per checkpoint and vocabulary);
-    None, logged, where its tokenizer does not join phrases token by token."""
+    """The grammar of the checkpoint's motion vocabulary (built once per checkpoint and vocabulary),
+    one phrase per axis of the default words; None, logged, where its tokenizer does not join phrases
+    token by token."""
     info = require_rth(model, "a motion grammar")
     key = (info.checkpoint_id, info.vocabulary)
     if key not in _GRAMMARS:
         tok = model.processor.tokenizer
         _GRAMMARS[key] = MotionGrammar.from_vocabulary(
             info.vocabulary, lambda text: tok.tokenizer.encode(text, add_special_tokens=False).ids, tok.eos_id,
-            MAX_MOTION_TOKENS)
+            MAX_MOTION_TOKENS, word_table(None))
         if _GRAMMARS[key] is None:
             logger.warning("this checkpoint's tokenizer does not write a motion as its phrases' tokens joined; "
                            "the motion query decodes free text")

@@ -339,41 +339,61 @@ def check_corrections(info: RTHInfo, episodes: Sequence[MotionEpisode]) -> None:
 
 
 def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: TrainSettings,
-                      weight: float = 50.0, unnorm_key: str | None = None, anchor: bool = True) -> list[float]:
+                      weight: float = 50.0, unnorm_key: str | None = None, anchor: bool = True,
+                      replay: Sequence[MotionEpisode] = (), replay_share: float = 0.0) -> list[float]:
     """Retrain the motion query on corrected episodes; overridden steps weigh `weight`.
 
     The two queries share every weight, so motion-query rows alone also move the action query: on
     the WidowX benchmark 300 such steps took RT-H from 0.51 to 0.01 success. With `anchor`, the
     checkpoint's share of action-query rows (its `mix`) replays the episodes' own executed actions
-    (normalized with `unnorm_key`'s statistics), which holds the action query where it was."""
+    (normalized with `unnorm_key`'s statistics), which holds the action query where it was.
+    `replay_share` of the motion-query rows come from `replay`, labelled demos the base was trained
+    on (DAgger's aggregate: the corrections add to the demos rather than replace them)."""
     info = require_rth(model, "learn-corrections")
     check_corrections(info, episodes)
     if not weight > 0:
         raise MotionSpecError(f"--weight {weight} must be > 0")
+    if not 0.0 <= replay_share < 1.0:
+        raise MotionSpecError(f"--replay-share {replay_share} must be in [0, 1)")
+    if replay_share > 0 and not replay:
+        raise CorrectionsError(f"--replay-share {replay_share} needs demo episodes to replay; pass --replay DATASET")
+    unknown = sorted({ep.instruction for ep in replay if ep.instruction.lower() not in {t.lower() for t in info.tasks}})
+    if replay_share > 0 and unknown:
+        raise CorrectionsError(f"replayed demos have tasks the base was not trained on: {unknown} (its tasks: "
+                               f"{list(info.tasks)}); replay the dataset the base was trained on")
     normalized = None
     if anchor:
         _, stats = select_stats(model.norm_stats, unnorm_key)
         normalized = [normalize_actions(ep.actions, stats) for ep in episodes]
     n_motion = settings.batch_size if not anchor else max(1, int(round(info.mix * settings.batch_size)))
-    rows = _frames(episodes)
+    n_replay = min(int(round(replay_share * n_motion)), n_motion - 1) if n_motion > 1 else 0  # keep a correction row
+    rows, replay_rows = _frames(episodes), _frames(replay)
     overridden = sum(s == OVERRIDE for ep in episodes for s in ep.sources or ())
-    logger.info("learning corrections from %d episodes, %d steps, %d overridden", len(episodes), len(rows), overridden)
+    logger.info("learning corrections from %d episodes, %d steps, %d overridden%s", len(episodes), len(rows),
+                overridden, f"; {n_replay} of {n_motion} motion rows per batch replay {len(replay)} demos"
+                if n_replay else "")
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
 
     def batches():
         for _ in range(settings.steps):
-            picks = [rows[i] for i in rng.integers(len(rows), size=settings.batch_size)]
-            samples = []
+            picks = [rows[i] for i in rng.integers(len(rows), size=settings.batch_size - n_replay)]
+            replayed = [replay_rows[i] for i in rng.integers(len(replay_rows), size=n_replay)] if n_replay else []
+            samples, frames = [], []
+            for e, t in replayed:  # motion rows on the demos, as the base was trained
+                ep = replay[e]
+                samples.append(Sample(ep.instruction, motion_ahead(ep.motions, t, info.lookahead)))
+                frames.append(ep.frame(t))
             for i, (e, t) in enumerate(picks):
                 ep = episodes[e]
-                if i >= n_motion:  # anchor: the action query on what this checkpoint executed
+                frames.append(ep.frame(t))
+                if i + n_replay >= n_motion:  # anchor: the action query on what this checkpoint executed
                     samples.append(Sample(ep.instruction, ep.motions[t], normalized[e][t]))
                     continue
                 ahead = min(t + info.lookahead, len(ep.motions) - 1)
                 w = weight if ep.sources[ahead] == OVERRIDE else 1.0
                 samples.append(Sample(ep.instruction, ep.motions[ahead], weight=w))
-            yield [episodes[e].frame(t) for e, t in picks], encode_samples(model.processor, samples)
+            yield frames, encode_samples(model.processor, samples)
 
     losses = _run(model, batches(), settings, "corrections")
     set_rth_info(model, RTHInfo.new([*info.vocabulary, *(m for ep in episodes for m in ep.motions)], info.tasks,
@@ -383,20 +403,25 @@ def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: T
 
 def learn_corrections_cli(base: pathlib.Path, corrections: pathlib.Path, out: pathlib.Path, weight: float = 50.0,
                           settings: TrainSettings = TrainSettings(), unnorm_key: str | None = None,
-                          anchor: bool = True) -> pathlib.Path:
-    """`vla rth learn-corrections`: every dataset under `corrections`, trained into a copy of `base` at `out`."""
+                          anchor: bool = True, replay: tuple[str, pathlib.Path] | None = None,
+                          replay_share: float = 0.0) -> pathlib.Path:
+    """`vla rth learn-corrections`: every dataset under `corrections`, trained into a copy of `base` at `out`.
+
+    `replay`: (dataset, data_dir) of labelled demos whose motion rows make up `replay_share` of them."""
     import vla
 
     model = vla.OpenVLA.from_pretrained(base)
     require_rth(model, "learn-corrections")
     root = pathlib.Path(corrections)
+    beside = replay is not None and pathlib.Path(replay[1]).resolve() == root.resolve()  # demos kept with them
     names = sorted(d.name for d in root.iterdir() if d.is_dir() and any(root.glob(f"{d.name}/*/dataset_info.json"))
-                   ) if root.is_dir() else []
+                   and not (beside and d.name == replay[0])) if root.is_dir() else []
     if not names:
         raise CorrectionsError(f"{corrections} holds no datasets; pass the folder the corrected episodes were "
                                "recorded into (it holds <name>/<version>/)")
     episodes = [ep for name in names for ep in read_motion_episodes(name, corrections, model.config.image_roles)]
-    learn_corrections(model, episodes, settings, weight, unnorm_key, anchor)
+    demos = read_motion_episodes(replay[0], replay[1], model.config.image_roles) if replay else ()
+    learn_corrections(model, episodes, settings, weight, unnorm_key, anchor, demos, replay_share)
     model.save_pretrained(out)
     return pathlib.Path(out)
 

@@ -9,7 +9,7 @@ import torch
 import vla
 from vla.model.multi_image import stack_role_images
 from vla.rth.grammar import MotionCursor, MotionGrammar
-from vla.rth.motions import DEFAULT_WORDS, STOP
+from vla.rth.motions import DEFAULT_WORDS, STOP, word_table
 from vla.rth.query import (MAX_MOTION_TOKENS, motion_grammar, motion_prompt_ids, predict_actions_given,
                            predict_lookahead, predict_motions, rth_info, set_rth_info)
 
@@ -26,7 +26,7 @@ def tok(rth_model):
 
 def grammar_of(tok, vocabulary, max_tokens=MAX_MOTION_TOKENS):
     return MotionGrammar.from_vocabulary(vocabulary, lambda t: tok.tokenizer.encode(t, add_special_tokens=False).ids,
-                                         tok.eos_id, max_tokens)
+                                         tok.eos_id, max_tokens, word_table(None))
 
 
 def ids(tok, text):
@@ -57,7 +57,7 @@ def test_forced_tokens_come_without_a_decision(tok):
     assert [tok.tokenizer.id_to_token(t) for t in decisions] == ["▁move", "▁back", "▁and", "▁close", "</s>"]
 
 
-def test_stop_is_alone_and_phrases_do_not_repeat(tok):
+def test_stop_is_alone_and_an_axis_is_named_once(tok):
     g = grammar_of(tok, [*WORDS, STOP])
     c = MotionCursor(g)
     c.take(ids(tok, "stop")[0])
@@ -69,24 +69,26 @@ def test_stop_is_alone_and_phrases_do_not_repeat(tok):
             c.take(write_prefix[len(c.tokens)])
     assert ids(tok, "stop")[0] not in c.allowed()  # "stop" is never joined
     c.take(ids(tok, "move")[0])  # forces "▁arm"
-    assert ids(tok, "up")[0] not in c.allowed() and ids(tok, "down")[0] in c.allowed()
+    # "up" is used and "down" is its axis' other word: neither may follow; other axes may
+    assert ids(tok, "up")[0] not in c.allowed() and ids(tok, "down")[0] not in c.allowed()
+    assert ids(tok, "left")[0] in c.allowed()
     with pytest.raises(ValueError, match="not allowed"):
-        c.take(ids(tok, "up")[0])
+        c.take(ids(tok, "down")[0])
 
 
 def test_speculation_and_the_token_cap(tok):
-    g = grammar_of(tok, ["move arm up", "move arm down", "close gripper"])
+    g = grammar_of(tok, ["move arm up", "move arm down", "move arm left", "close gripper"])
     c = MotionCursor(g)
     c.take(ids(tok, "move")[0])
     assert c.speculation() == ()  # a direction is still to choose
     c.take(ids(tok, "up")[0])
     assert c.speculation() == g.joiner and c.allowed() == [tok.eos_id, g.joiner[0]]
     c.take(g.joiner[0])
-    c.take(ids(tok, "close")[0])  # "close gripper", then the only phrase left is "move arm down"
+    c.take(ids(tok, "close")[0])  # "close gripper"; then only "move arm left" is left ("down" is up's axis)
     assert c.speculation() == g.joiner
     c.take(g.joiner[0])  # forced through to EOS: nothing is left to choose
-    assert c.done and tok.tokenizer.decode(c.tokens[:-1]) == "move arm up and close gripper and move arm down"
-    capped = grammar_of(tok, ["move arm up", "move arm down"], max_tokens=3)
+    assert c.done and tok.tokenizer.decode(c.tokens[:-1]) == "move arm up and close gripper and move arm left"
+    capped = grammar_of(tok, ["move arm up", "move arm left"], max_tokens=3)
     c = MotionCursor(capped)
     c.take(ids(tok, "move")[0])
     c.take(ids(tok, "up")[0])

@@ -22,11 +22,11 @@ from vla.data.statistics import compute_statistics
 from vla.rth.intervene import KeyboardIntervener, OracleIntervener, RTHPolicy, run_and_record
 from vla.rth.motions import MotionSpec
 from vla.rth.query import predict_actions_given, predict_motions, rth_info
-from vla.rth.errors import CorrectionsError
+from vla.rth.errors import CorrectionsError, MotionSpecError
 from vla.rth.train import (OVERRIDE, POLICY, MotionEpisode, TrainSettings, check_corrections, learn_corrections,
                            read_motion_episodes)
 
-from rth_fixtures import COLOURS, MOTIONS, TASK
+from rth_fixtures import COLOURS, MOTIONS, TASK, colour_episodes
 
 SIM_SPEC = MotionSpec.absolute([0.005] * 3 + [0.05] * 3 + [0.5])  # the WidowX expert moves 2-3.5 cm a step
 
@@ -150,6 +150,11 @@ def test_oracle_episode_in_mujoco_through_a_server_is_recorded(rth_model, served
     args = ["rth", "learn-corrections", "--base", str(tmp_path / "ckpt" / "base"), "--corrections", str(tmp_path),
             "--out", str(tmp_path / "ckpt" / "corrected"), "--steps", "3", "--batch-size", "4"]
     assert vla_main(args) == 0
+    # --replay: the motion rows also draw from labelled demos (here the same episode, written as a demo set)
+    write_rlds(tmp_path / "demos", "demos", [episode])
+    assert vla_main([*args[:6], "--out", str(tmp_path / "ckpt" / "replayed"), "--replay", "demos",
+                     "--replay-data-dir", str(tmp_path / "demos"), "--steps", "2", "--batch-size", "4"]) == 0
+    assert rth_info(vla.OpenVLA.from_pretrained(tmp_path / "ckpt" / "replayed")).tasks == rth_info(rth_model).tasks
     corrected = vla.OpenVLA.from_pretrained(tmp_path / "ckpt" / "corrected")
     info = rth_info(corrected)
     assert info.checkpoint_id != rth_info(rth_model).checkpoint_id and info.tasks == rth_info(rth_model).tasks
@@ -244,3 +249,22 @@ def test_learning_corrections_keeps_the_action_query(rth_model):
     drift = {name: np.abs(predict_actions_given(m, [image], [TASK], [MOTIONS[0]])[0] - before).max()
              for name, m in (("anchored", anchored), ("loose", loose))}
     assert drift["anchored"] <= drift["loose"]
+
+
+def test_replaying_demos_learns_the_correction_and_keeps_the_rest(rth_model):
+    images = [COLOURS[k][None, None].repeat(32, 0).repeat(32, 1) for k in range(3)]
+    ep = MotionEpisode(instruction=TASK, images=np.stack([images[0]] * 4), actions=np.zeros((4, 7), np.float32),
+                       motions=("move arm down",) * 4, sources=(OVERRIDE,) * 4,
+                       checkpoint_id=rth_info(rth_model).checkpoint_id)
+    model = copy.deepcopy(rth_model)
+    learn_corrections(model, [ep], TrainSettings(steps=40, batch_size=8, lr=5e-3, seed=0), weight=1.0,
+                      replay=colour_episodes(6), replay_share=0.5)
+    assert predict_motions(model, images, [TASK] * 3) == ["move arm down", *MOTIONS[1:]]
+    settings = TrainSettings(steps=1)
+    with pytest.raises(CorrectionsError, match="--replay DATASET"):
+        learn_corrections(copy.deepcopy(rth_model), [ep], settings, replay_share=0.5)
+    with pytest.raises(MotionSpecError, match="replay-share"):
+        learn_corrections(copy.deepcopy(rth_model), [ep], settings, replay=colour_episodes(3), replay_share=1.0)
+    other = [dataclasses.replace(e, instruction="open the drawer") for e in colour_episodes(3)]
+    with pytest.raises(CorrectionsError, match="not trained on"):
+        learn_corrections(copy.deepcopy(rth_model), [ep], settings, replay=other, replay_share=0.5)
