@@ -11,8 +11,11 @@ RT-H, one observation per call, against the flat policy's `predict_action` (7 ac
 A random model never says EOS, so the motion answer's length is set through the free-text decoder's cap
 (`vla.rth.query.MAX_MOTION_TOKENS`): by default the median, p90 and longest answer of our labeller on
 the real Bridge shards in ../shared/real (5, 12 and 17 tokens with EOS; 63 motions over 250 steps).
-These variants decode free text; the grammar decode that RT-H checkpoints use by default takes
-fewer passes for the same answers (3, 6 and 9: benchmarks/rth_motion_decode.py).
+These variants decode free text. The grammar decode that RT-H checkpoints use by default takes
+fewer passes for the same answers (3, 6 and 9: benchmarks/rth_motion_decode.py); to time it, the
+vocabulary head alone is taught each of those three Bridge motions in turn (`--grammar-teach-steps`,
+the trunk stays random), then flat, look-ahead free and look-ahead grammar are called in turn. What
+the model said and how many passes each call took are printed with the times.
 
 Cameras: `predict_action` latency, prefill length and peak memory for image roles [primary] and
 [primary, wrist], the latter also with the VIB on primary; then one LoRA training step (rank 32,
@@ -40,6 +43,7 @@ import vla.rth.query as rth_query
 from vla.model.multi_image import set_image_roles
 from vla.model.openvla import RTH_CONFIG_KEY
 from vla.model.normalization import statistics_from_arrays
+from vla.rth.motions import DEFAULT_WORDS
 from vla.rth.query import RTHInfo, predict_actions_given, predict_lookahead, predict_motions, set_rth_info
 from vla.train.config import FinetuneConfig
 from vla.train.modes import set_trainable
@@ -132,6 +136,80 @@ def rth_latency(model: vla.OpenVLA, image: np.ndarray, lengths: list[int], calls
     return rows
 
 
+# our labeller's median, p90 and longest motion on the real Bridge shards (5, 12, 17 tokens with EOS);
+# benchmarks/rth_motion_decode.py picks them (the device has no shards or TensorFlow)
+BRIDGE_MOTIONS = {"p50": "close gripper",
+                  "p90": "rotate arm right and move arm forward and move arm right",
+                  "max": "move arm right and move arm down and move arm backward and roll arm left"}
+def teach_motion(model: vla.OpenVLA, image: np.ndarray, motion: str, steps: int) -> float:
+    """Train the vocabulary head alone (the trunk stays random) until the motion query answers
+    `motion`: a random model never ends an answer, and a grammar decode's passes depend on which
+    phrases it picks, so the answer is taught rather than capped. Returns the last loss."""
+    head = model.language_model.lm_head.weight
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    for p in trainable:
+        p.requires_grad_(False)
+    head.requires_grad_(True)
+    pixels = model.processor.process_images([image]).to(model.device, next(model.parameters()).dtype)
+    batch = rth_query.encode_samples(model.processor, [rth_query.Sample(INSTRUCTION, motion)])
+    opt = torch.optim.Adam([head], lr=3e-3)
+    try:
+        for _ in range(steps):
+            loss = rth_query.weighted_loss(model, pixels, batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    finally:
+        head.requires_grad_(False)
+        for p in trainable:
+            p.requires_grad_(True)
+    return float(loss.detach())
+
+
+def grammar_latency(model: vla.OpenVLA, image: np.ndarray, calls: int, device: torch.device, steps: int) -> dict:
+    """Flat vs look-ahead with free and with grammar motion decoding, per Bridge motion taught to the head."""
+    vocabulary = [p for pair in DEFAULT_WORDS.values() for p in pair] + ["stop"]  # every default phrase
+    set_rth_info(model, RTHInfo.new([*vocabulary, *BRIDGE_MOTIONS.values()], [INSTRUCTION], lookahead=1, mix=0.5))
+    saved = model.language_model.lm_head.weight.detach().clone()
+    rows = {}
+    try:
+        for label, motion in BRIDGE_MOTIONS.items():
+            with torch.no_grad():
+                model.language_model.lm_head.weight.copy_(saved)
+            loss = teach_motion(model, image, motion, steps)
+            variants: dict[str, Callable[[], None]] = {"flat": lambda: model.predict_actions([image], [INSTRUCTION])}
+            row = {"motion": motion, "teach_loss": loss}
+            for mode in ("free", "grammar"):
+                call = (lambda free=mode == "free":
+                        predict_lookahead(model, [image], [INSTRUCTION], [MOTION], free_text=free))
+                passes: list[int] = []
+                hook = model.language_model.register_forward_pre_hook(lambda *_: passes.append(1))
+                try:
+                    said = call()[1][0]
+                finally:
+                    hook.remove()
+                row[mode] = {"said": said, "passes": len(passes)}
+                variants[f"lookahead {mode}"] = call
+            times = interleaved(variants, calls, device)
+            row["flat_p50_ms"] = flat = times["flat"]["p50_ms"]
+            for mode in ("free", "grammar"):
+                row[mode].update(p50_ms=times[f"lookahead {mode}"]["p50_ms"],
+                                 over_flat=times[f"lookahead {mode}"]["p50_ms"] / flat)
+            rows[label] = row
+
+            def told(r: dict) -> str:
+                return "as taught" if r["said"] == motion else repr(r["said"])
+
+            print(f"  {label} {motion!r} (head loss {loss:.3f}): flat {flat:.1f} ms; look-ahead free "
+                  f"{row['free']['p50_ms']:.1f} ms ({row['free']['over_flat']:.2f}x, {row['free']['passes']} passes, "
+                  f"said {told(row['free'])}), grammar {row['grammar']['p50_ms']:.1f} ms "
+                  f"({row['grammar']['over_flat']:.2f}x, {row['grammar']['passes']} passes, said {told(row['grammar'])})")
+    finally:
+        with torch.no_grad():
+            model.language_model.lm_head.weight.copy_(saved)
+    return rows
+
+
 RIGS = {"primary": (("primary",), ()), "primary+wrist": (("primary", "wrist"), ()),
         "primary+wrist, VIB on primary": (("primary", "wrist"), ("primary",))}
 
@@ -206,6 +284,8 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=2, help="time the RT-H queries this many times (the spread)")
     p.add_argument("--motion-tokens", default="5,12,17",
                    help="motion answer lengths (with EOS) to time; default: median, p90, max on real Bridge")
+    p.add_argument("--grammar-teach-steps", type=int, default=100,
+                   help="head-only steps that teach the Bridge motions before timing the grammar decode (0: skip)")
     p.add_argument("--json", type=pathlib.Path, help="also write the figures here")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -225,8 +305,11 @@ def main() -> None:
     image = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
     out = {"preset": args.preset, "device": name, "torch": torch.__version__, "calls": args.calls,
            "rth": [rth_latency(model, image, [int(n) for n in args.motion_tokens.split(",")], args.calls, device)
-                   for _ in range(args.repeat)],
-           "cameras": camera_cost(model, image, args.calls, args.batch, args.steps, device)}
+                   for _ in range(args.repeat)]}
+    if args.grammar_teach_steps:
+        print("\nRT-H look-ahead, free vs grammar motion decoding (answers taught to the head):")
+        out["rth_grammar"] = grammar_latency(model, image, args.calls, device, args.grammar_teach_steps)
+    out["cameras"] = camera_cost(model, image, args.calls, args.batch, args.steps, device)
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
         print(f"wrote {args.json}")
