@@ -257,25 +257,7 @@ def _grammar_passes(model: Any, cache: Any, first_logits: torch.Tensor, mask: to
                     actions[r].append(tok_id)
                     pending[r] = [tok_id] if len(actions[r]) < n_action_tokens else []
                 continue
-            if cur.done:
-                pending[r], spec[r] = [], ()
-                continue
-            fed_spec, spec[r] = spec[r], ()
-            if fed_spec:  # end the answer at the finished phrase, or go on after the joiner already fed
-                ends = logits[r, 0, grammar.eos] >= logits[r, 0, grammar.joiner[0]]
-                new = cur.take(grammar.eos if ends else grammar.joiner[0])
-                if cur.done:
-                    pending[r] = []
-                    continue
-                extra = new[len(fed_spec):]  # forced after the joiner, not fed yet: feed before deciding
-                if extra:
-                    spec[r] = cur.speculation()
-                    pending[r] = [*extra, *spec[r]]
-                    continue
-            choices = cur.allowed()
-            new = cur.take(choices[int(logits[r, 1, choices].argmax())])
-            spec[r] = () if cur.done else cur.speculation()
-            pending[r] = [] if cur.done else [*new, *spec[r]]  # a finished answer needs no pass
+            pending[r], spec[r] = _motion_feed(cur, logits[r], spec[r])
         width = max(len(p) for p in pending)
         if width == 0:
             break
@@ -296,6 +278,31 @@ def _grammar_passes(model: Any, cache: Any, first_logits: torch.Tensor, mask: to
         full = out.logits.float()
         logits = torch.stack([full[rows, before.to(dev)], full[rows, last.to(dev)]], 1).cpu()
     return [actions[r] if cursors[r] is None else cursors[r].tokens for r in range(n)]
+
+
+def _motion_feed(cur: MotionCursor, logits: torch.Tensor, fed_spec: tuple[int, ...]
+                 ) -> tuple[list[int], tuple[int, ...]]:
+    """One motion row's choice from the last pass: (tokens to feed next, of which a speculative joiner).
+
+    `logits` [2, V]: at the end of the phrase before `fed_spec` (the joiner fed speculatively, if
+    any), and at the last token fed."""
+    if cur.done:
+        return [], ()
+    g = cur.g
+    if fed_spec:  # end the answer at the finished phrase, or go on after the joiner already fed
+        new = cur.take(g.eos if logits[0, g.eos] >= logits[0, g.joiner[0]] else g.joiner[0])
+        if cur.done:
+            return [], ()
+        extra = new[len(fed_spec):]  # forced after the joiner and not fed yet: feed them before choosing
+        if extra:
+            spec = cur.speculation()
+            return [*extra, *spec], spec
+    choices = cur.allowed()
+    new = cur.take(choices[int(logits[1, choices].argmax())])
+    if cur.done:  # a finished answer needs no pass
+        return [], ()
+    spec = cur.speculation()
+    return [*new, *spec], spec
 
 
 @torch.inference_mode()
