@@ -262,6 +262,9 @@ def _grammar_passes(model: Any, cache: Any, first_logits: torch.Tensor, mask: to
         if width == 0:
             break
         dev = mask.device
+        if all(c is None or c.done for c in cursors):  # only action tokens left: no host choices, no waiting
+            _finish_actions(model, cache, mask, pending, next_pos, actions, n_action_tokens)
+            break
         ids = torch.full((n, width), pad_id, dtype=torch.long)
         new_mask = torch.zeros((n, width), dtype=torch.long)
         pos = torch.zeros((n, width), dtype=torch.long)
@@ -278,6 +281,29 @@ def _grammar_passes(model: Any, cache: Any, first_logits: torch.Tensor, mask: to
         full = out.logits.float()
         logits = torch.stack([full[rows, before.to(dev)], full[rows, last.to(dev)]], 1).cpu()
     return [actions[r] if cursors[r] is None else cursors[r].tokens for r in range(n)]
+
+
+def _finish_actions(model: Any, cache: Any, mask: torch.Tensor, pending: list[list[int]], next_pos: list[int],
+                    actions: list[list[int]], n_action_tokens: int) -> None:
+    """Decode the action rows' remaining tokens into `actions`, one token per pass, reading them back
+    once at the end (rows with nothing pending feed a masked pad)."""
+    at, dev = model.action_tokenizer, mask.device
+    left = n_action_tokens - max(len(actions[r]) for r, p in enumerate(pending) if p)
+    live = torch.tensor([bool(p) for p in pending], device=dev)
+    token = torch.tensor([p[0] if p else model.processor.tokenizer.pad_id for p in pending], device=dev)
+    pos = torch.tensor(next_pos, device=dev)
+    steps = []
+    for _ in range(left):
+        mask = torch.cat([mask, live.long()[:, None]], dim=1)
+        out = model.language_model(input_ids=token[:, None], attention_mask=mask, position_ids=pos[:, None],
+                                   use_cache=True, **{CACHE_ARG: cache})
+        pos = pos + 1
+        token = out.logits[:, -1].float()[:, at.first_id: at.last_id + 1].argmax(-1) + at.first_id
+        steps.append(token)
+    grid = torch.stack(steps, 1).tolist()
+    for r, p in enumerate(pending):
+        if p:
+            actions[r].extend(grid[r])
 
 
 def _motion_feed(cur: MotionCursor, logits: torch.Tensor, fed_spec: tuple[int, ...]
