@@ -107,13 +107,10 @@ def symmetric_bounds(stats: dict[str, Any]) -> dict[str, Any]:
 
     For delta actions: OpenVLA's q01..q99 bins cannot express a direction the demos never took (a WidowX
     set that never moves backward has q01 ~ 0 on x), so a correction asking for it yields no motion."""
-    action = dict(stats["action"])
-    q01, q99 = np.asarray(action["q01"], np.float64), np.asarray(action["q99"], np.float64)
-    mask = np.asarray(action.get("mask", [True] * len(q01)), bool)
-    bound = np.maximum(np.abs(q01), np.abs(q99))
-    action["q01"] = np.where(mask, -bound, q01).tolist()
-    action["q99"] = np.where(mask, bound, q99).tolist()
-    return {**stats, "action": action}
+    a = ActionStats.from_dict(stats["action"])
+    bound = np.maximum(np.abs(a.q01), np.abs(a.q99))
+    return {**stats, "action": {**stats["action"], "q01": np.where(a.mask, -bound, a.q01).tolist(),
+                                "q99": np.where(a.mask, bound, a.q99).tolist()}}
 
 
 def statistics_from_arrays(actions: np.ndarray, proprio: np.ndarray | None = None,

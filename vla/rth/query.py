@@ -60,6 +60,10 @@ class RTHInfo:
         return cls(str(d["checkpoint_id"]), tuple(d["vocabulary"]), tuple(d["tasks"]), int(d["lookahead"]),
                    float(d["mix"]))
 
+    def knows_task(self, instruction: str) -> bool:
+        """Whether the checkpoint was trained on this instruction (case-insensitive)."""
+        return instruction.lower() in {t.lower() for t in self.tasks}
+
     @classmethod
     def new(cls, vocabulary, tasks, lookahead: int, mix: float) -> "RTHInfo":
         """A fresh id for a new training run."""

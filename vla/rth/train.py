@@ -333,7 +333,7 @@ def check_corrections(info: RTHInfo, episodes: Sequence[MotionEpisode]) -> None:
         if ep.checkpoint_id != info.checkpoint_id:
             raise CorrectionsError(f"correction episode {i} was recorded with checkpoint {ep.checkpoint_id!r}, not "
                                    f"with the base {info.checkpoint_id!r}; pass the --base that ran them")
-        if ep.instruction.lower() not in {t.lower() for t in info.tasks}:
+        if not info.knows_task(ep.instruction):
             raise CorrectionsError(f"correction episode {i} is for task {ep.instruction!r}, which the base was not "
                                    f"trained on (its tasks: {list(info.tasks)}); record corrections on those tasks")
 
@@ -357,7 +357,7 @@ def learn_corrections(model: Any, episodes: Sequence[MotionEpisode], settings: T
         raise MotionSpecError(f"--replay-share {replay_share} must be in [0, 1)")
     if replay_share > 0 and not replay:
         raise CorrectionsError(f"--replay-share {replay_share} needs demo episodes to replay; pass --replay DATASET")
-    unknown = sorted({ep.instruction for ep in replay if ep.instruction.lower() not in {t.lower() for t in info.tasks}})
+    unknown = sorted({ep.instruction for ep in replay if not info.knows_task(ep.instruction)})
     if replay_share > 0 and unknown:
         raise CorrectionsError(f"replayed demos have tasks the base was not trained on: {unknown} (its tasks: "
                                f"{list(info.tasks)}); replay the dataset the base was trained on")
