@@ -21,15 +21,11 @@ import torch
 import tyro
 
 import vla
-from robot import run_episode
 from sim.collect import dataset_name
-from sim.config import SceneOptions
 from sim.evaluate import paired_bootstrap
-from sim.registry import get_task
-from vla.rth.intervene import RTHPolicy
 from vla.rth.train import TrainSettings, learn_corrections, read_motion_episodes
 
-from rth_interventions import KEY, RIG
+from rth_interventions import KEY, eval_seeds, make_scenes, rth_successes, split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,26 +47,20 @@ def main(args: Args) -> dict:
     cfg = base["config"]
     rth = vla.OpenVLA.from_pretrained(args.run / "models" / "rth")
     corrections = read_motion_episodes("rth_corrections", args.run)
-    replay = []
-    for name in cfg["tasks"]:  # the training split of rth_interventions.py: the first 80% of each task's demos
-        episodes = read_motion_episodes(dataset_name(name) + "_rth", args.run)
-        replay += episodes[:max(1, int(round(0.8 * len(episodes))))]
+    replay = [ep for name in cfg["tasks"]  # the demos both policies were trained on
+              for ep in split(read_motion_episodes(dataset_name(name) + "_rth", args.run))[0]]
     settings = TrainSettings(steps=args.steps or cfg["correction_steps"], batch_size=cfg["batch_size"],
                              lr=args.lr or cfg["correction_lr"], seed=cfg["seed"])
     weight = args.weight if args.weight is not None else cfg["correction_weight"]
     corrected = copy.deepcopy(rth)
     learn_corrections(corrected, corrections, settings, weight=weight, unnorm_key=KEY, replay=replay,
                       replay_share=args.replay_share)
-    seeds = [10_000 + cfg["seed"] * 1000 + i for i in range(cfg["episodes"])]
-    outcomes = []
-    for name in cfg["tasks"]:
-        task = get_task(name)
-        scene = task.make(seed=cfg["seed"], options=SceneOptions(rig=RIG, image_size=cfg["image_size"]))
-        try:
-            for s in seeds:
-                outcomes.append(int(run_episode(scene, RTHPolicy(corrected, unnorm_key=KEY), task.instruction,
-                                                task.max_steps, seed=s, record_frames=False, rig=RIG).success))
-        finally:
+    seeds = eval_seeds(cfg["seed"], cfg["episodes"])
+    scenes = make_scenes(cfg["tasks"], cfg["seed"], cfg["image_size"])
+    try:
+        outcomes = [int(x) for x in rth_successes(scenes, corrected, seeds)]
+    finally:
+        for scene in scenes.values():
             scene.close()
     rth_outcomes = base["outcomes"]["rth"]
     n = len(seeds)

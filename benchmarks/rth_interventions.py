@@ -79,6 +79,29 @@ class Args:
     threads: int = 1
 
 
+def eval_seeds(seed: int, episodes: int) -> list[int]:
+    """The paired evaluation seeds of a run: every arm and task runs these."""
+    return [10_000 + seed * 1000 + i for i in range(episodes)]
+
+
+def split(episodes: list) -> tuple[list, list]:
+    """(train, held out) of one task's demos: the first 80% train both policies."""
+    cut = max(1, int(round(0.8 * len(episodes))))
+    return episodes[:cut], episodes[cut:]
+
+
+def make_scenes(tasks, seed: int, image_size: int) -> dict:
+    """One scene per task, with the demos' camera rig."""
+    return {t: get_task(t).make(seed=seed, options=SceneOptions(rig=RIG, image_size=image_size)) for t in tasks}
+
+
+def rth_successes(scenes: dict, model, seeds: list[int]) -> list[bool]:
+    """RT-H alone (no intervener) on every task's scene and seed, task-major."""
+    return [run_episode(scene, RTHPolicy(model, unnorm_key=KEY), get_task(name).instruction,
+                        get_task(name).max_steps, seed=s, record_frames=False, rig=RIG).success
+            for name, scene in scenes.items() for s in seeds]
+
+
 class FlatPolicy:
     """OpenVLA's one query, as a robot.Policy."""
 
@@ -122,9 +145,8 @@ def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec
     arms = ["rth_intervened", *(f"rth_intervened_{r}" for r in args.oracle_rules[1:])]
     results = {k: [] for k in ("flat", "rth", *arms, "rth_corrected")}
     interventions, corrections = {arm: [] for arm in arms}, []
-    seeds = [10_000 + args.seed * 1000 + i for i in range(args.episodes)]
-    scenes = {t: get_task(t).make(seed=args.seed, options=SceneOptions(rig=RIG, image_size=args.image_size))
-              for t in args.tasks}
+    seeds = eval_seeds(args.seed, args.episodes)
+    scenes = make_scenes(args.tasks, args.seed, args.image_size)
     try:
         for name, scene in scenes.items():
             task = get_task(name)
@@ -150,12 +172,7 @@ def online(args: Args, flat, rth, out: pathlib.Path, specs: dict[str, MotionSpec
         learn_corrections(corrected, episodes, TrainSettings(steps=args.correction_steps, batch_size=args.batch_size,
                                                              lr=args.correction_lr, seed=args.seed),
                           weight=args.correction_weight, unnorm_key=KEY)  # anchored: the action query replays what it executed
-        for name, scene in scenes.items():
-            task = get_task(name)
-            for s in seeds:
-                results["rth_corrected"].append(run_episode(scene, RTHPolicy(corrected, unnorm_key=KEY),
-                                                            task.instruction, task.max_steps, seed=s,
-                                                            record_frames=False, rig=RIG).success)
+        results["rth_corrected"] = rth_successes(scenes, corrected, seeds)
     finally:
         for scene in scenes.values():
             scene.close()
@@ -190,9 +207,9 @@ def main(args: Args) -> dict:
                                LabelConfig(window=args.window, native_actions_are_eef_delta=True), overwrite=True)
         specs[name] = report.spec
         episodes = read_motion_episodes(report.path.parent.name, args.out)
-        cut = max(1, int(round(0.8 * len(episodes))))
-        train += episodes[:cut]
-        held += episodes[cut:]
+        task_train, task_held = split(episodes)
+        train += task_train
+        held += task_held
         print(f"{name}: {report.steps} demo steps, {len(report.counts)} distinct motions")
     stats = statistics_from_arrays(np.concatenate([e.actions for e in train]), mask=[True] * 6 + [False])
     if args.symmetric_bounds:

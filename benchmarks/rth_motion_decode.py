@@ -33,6 +33,9 @@ from vla.rth.motions import STOP, word_table
 from vla.rth.query import MAX_MOTION_TOKENS, predict_lookahead, rth_info, set_rth_info
 from vla.rth.train import MotionEpisode, TrainSettings, read_motion_episodes, train_policy
 
+from gpu_7b_queries import interleaved
+from rth_interventions import split
+
 REAL = pathlib.Path(__file__).resolve().parents[2] / "shared" / "real"
 ACTION_TOKENS = 7
 KEY = "widowx"
@@ -93,18 +96,6 @@ def weighted_pct(values, weights, q: float):
     return np.asarray(values)[order][np.searchsorted(cum, q)].item()
 
 
-def interleaved(variants: dict, calls: int) -> dict[str, float]:
-    """p50 wall ms of each variant, called in turn (A B C A B C ...)."""
-    times = {k: [] for k in variants}
-    for i in range(calls + 2):  # two warm-up rounds
-        for name, fn in (variants.items() if i % 2 else reversed(variants.items())):
-            t0 = time.perf_counter()
-            fn()
-            if i >= 2:
-                times[name].append(1e3 * (time.perf_counter() - t0))
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def trained_lengths(counts: dict[str, int], calls: int) -> dict:
     """A tiny RT-H taught to answer Bridge's median, p90 and longest motion (one colour each), timed:
     flat `predict_action` vs the look-ahead with free and with grammar decoding."""
@@ -141,10 +132,12 @@ def trained_lengths(counts: dict[str, int], calls: int) -> dict:
             calls_seen.clear()
             said[free] = predict_lookahead(rth, [image], [INSTRUCTION], [STOP], KEY, free_text=free)[1][0]
             said[f"passes_{free}"] = len(calls_seen)
-        p50 = interleaved({
+        times = interleaved({
             "flat": lambda: flat.predict_action(image, INSTRUCTION, unnorm_key=KEY),
             "lookahead_free": lambda: predict_lookahead(rth, [image], [INSTRUCTION], [STOP], KEY, free_text=True),
-            "lookahead_grammar": lambda: predict_lookahead(rth, [image], [INSTRUCTION], [STOP], KEY)}, calls)
+            "lookahead_grammar": lambda: predict_lookahead(rth, [image], [INSTRUCTION], [STOP], KEY)},
+            calls, torch.device("cpu"))
+        p50 = {k2: v["p50_ms"] for k2, v in times.items()}
         out[label] = {"motion": motion, "tokens_with_eos": len(encode(tokenizer, motion)) + 1,
                       "said_free": said[True], "said_grammar": said[False],
                       "passes": {"lookahead_free": said["passes_True"], "lookahead_grammar": said["passes_False"]},
@@ -164,8 +157,7 @@ def cpu_timing(rth_dir: pathlib.Path, frames: int) -> dict:
     rth = vla.OpenVLA.from_pretrained(rth_dir / "models" / "rth")
     obs = []
     for name in TASKS:
-        episodes = read_motion_episodes(name, rth_dir)
-        for ep in episodes[int(round(0.8 * len(episodes))):]:  # the benchmark's held-out 20%
+        for ep in split(read_motion_episodes(name, rth_dir))[1]:  # the benchmark's held-out demos
             obs += [(ep.images[t], ep.instruction, ep.motions[max(t - 1, 0)]) for t in range(len(ep.motions))]
     picks = np.random.default_rng(0).choice(len(obs), size=min(frames, len(obs)), replace=False)
     obs = [obs[i] for i in picks]
